@@ -1,0 +1,66 @@
+"""The one place that touches keras-hub's private modules.
+
+keras-hub picks the loader of a preset from its `config.json`: HF-format
+directories (`model_type`) go to `TransformersPresetLoader`, whose converter
+lookup is a fixed chain of model types without "mega". Its module attribute
+is read at call time by `get_preset_loader`, so rebinding it to a subclass
+that knows "mega" makes every `from_preset` entry point (Backbone, Task,
+Preprocessor, Tokenizer, ours and keras-hub's) accept HF Mega directories.
+"""
+
+from keras_hub.src.utils import preset_utils
+from keras_hub.src.utils.transformers import preset_loader
+
+PresetLoader = preset_utils.PresetLoader
+get_file = preset_utils.get_file
+check_file_exists = preset_utils.check_file_exists
+load_json = preset_utils.load_json
+
+_OriginalLoader = preset_loader.TransformersPresetLoader
+
+
+class MegaAwareTransformersPresetLoader(_OriginalLoader):
+    """keras-hub's HF loader, plus HF Mega checkpoints."""
+
+    def __init__(self, preset, config):
+        if config.get("model_type") != "mega":
+            super().__init__(preset, config)
+            return
+        PresetLoader.__init__(self, preset, config)
+        from keras_mega.convert import hf
+
+        self.converter = hf
+
+    @property
+    def is_mega(self):
+        return self.config.get("model_type") == "mega"
+
+    def load_backbone(self, cls, load_weights, **kwargs):
+        if not self.is_mega:
+            return super().load_backbone(cls, load_weights, **kwargs)
+        return self.converter.load_backbone(
+            self.preset, self.config, cls, load_weights, **kwargs
+        )
+
+    def load_task(self, cls, load_weights, load_task_weights, **kwargs):
+        if not self.is_mega:
+            return super().load_task(
+                cls, load_weights, load_task_weights, **kwargs
+            )
+        from keras_mega.convert import hf_heads
+
+        return hf_heads.load_task(
+            self, cls, load_weights, load_task_weights, **kwargs
+        )
+
+    def load_tokenizer(self, cls, config_name="tokenizer.json", **kwargs):
+        if not self.is_mega:
+            return super().load_tokenizer(cls, config_name, **kwargs)
+        from keras_mega.convert import hf_heads
+
+        return hf_heads.convert_tokenizer(cls, self.preset, **kwargs)
+
+
+def register_hf_mega_loader():
+    """Makes keras-hub's `from_preset` read HF Mega directories."""
+    preset_loader.TransformersPresetLoader = MegaAwareTransformersPresetLoader

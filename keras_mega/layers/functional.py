@@ -1,0 +1,59 @@
+"""Small functions shared by the Mega layers (activations, option checks)."""
+
+import math
+
+import keras
+from keras import ops
+
+# HF's `activation` names and what they compute.
+ACTIVATIONS = {
+    "silu": keras.activations.silu,
+    "swish": keras.activations.silu,
+    "relu": keras.activations.relu,
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "tanh": keras.activations.tanh,
+    "sigmoid": keras.activations.sigmoid,
+    "linear": keras.activations.linear,
+}
+ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
+RELATIVE_POSITION_BIASES = ("simple", "rotary")
+
+
+def check_choice(option, value, choices):
+    """Raises a `ValueError` naming `option` unless `value` is in `choices`."""
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {option}={value!r}. Expected one of {tuple(choices)}."
+        )
+    return value
+
+
+def get_activation(name):
+    return ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]
+
+
+def laplace(x, mu=math.sqrt(0.5), sigma=math.sqrt(0.25 / math.pi)):
+    """Mega's Laplace attention function, a smooth step around `mu`."""
+    return 0.5 * (1.0 + ops.erf((x - mu) / (sigma * math.sqrt(2.0))))
+
+
+def relu2(x):
+    return ops.square(ops.relu(x))
+
+
+def element_attention_function(name):
+    return {"laplace": laplace, "relu2": relu2}[name]
+
+
+def check_positive_or_none(option, value):
+    """`None` means off; any other value must be a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or value <= 0:
+        raise ValueError(
+            f"{option} must be a positive integer or None (off). "
+            f"Received: {option}={value!r}"
+        )
+    return int(value)

@@ -1,0 +1,206 @@
+"""One Mega layer: gated attention, optional cross attention, optional FFN."""
+
+import keras
+
+from keras_mega.layers.mega_cross_attention import MegaCrossAttention
+from keras_mega.layers.mega_gated_attention import MegaGatedAttention
+from keras_mega.layers.normalized_ffn import NormalizedFFN
+
+# Arguments MegaBlock hands to its sublayers, with HF's counterpart.
+_SHARED = (
+    "normalization_type",
+    "norm_affine",
+    "activation",
+    "dropout",
+    "feature_dropout",
+    "initializer_range",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaBlock(keras.layers.Layer):
+    """A Mega layer (HF `MegaBlock`).
+
+    `MegaGatedAttention`, then `MegaCrossAttention` over an encoder output
+    when `cross_attention=True`, then `NormalizedFFN` when
+    `use_normalized_ffn=True`. Each sublayer has its own residual and norm.
+
+    Args:
+        hidden_dim, intermediate_dim, shared_dim, ema_dim, bidirectional,
+        causal, chunk_size, truncation, attention_activation,
+        relative_position_bias, max_sequence_length, normalization_type,
+        norm_affine, activation, dropout, hidden_dropout, attention_dropout,
+        feature_dropout, initializer_range, ema_*_range: see
+            `MegaGatedAttention`.
+        normalize_before_attention: bool. Pre-norm of the attention (and
+            cross attention) sublayer (HF `normalize_before_mega`).
+        use_normalized_ffn: bool. Add the FFN.
+        ffn_dim: int. FFN hidden width (HF `nffn_hidden_size`).
+        normalize_before_ffn: bool. Pre-norm of the FFN.
+        ffn_activation_dropout: float. HF `nffn_activation_dropout_prob`.
+        cross_attention: bool. Add cross attention (HF `add_cross_attention`).
+
+    Example:
+    >>> block = MegaBlock(hidden_dim=16, intermediate_dim=32, shared_dim=8,
+    ...     ema_dim=4, ffn_dim=32)
+    >>> block(keras.random.normal((2, 5, 16))).shape
+    (2, 5, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        intermediate_dim,
+        shared_dim=64,
+        ema_dim=16,
+        bidirectional=False,
+        causal=False,
+        chunk_size=None,
+        truncation=None,
+        attention_activation="softmax",
+        relative_position_bias="rotary",
+        max_sequence_length=2048,
+        normalization_type="scalenorm",
+        norm_affine=True,
+        normalize_before_attention=True,
+        activation="silu",
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        feature_dropout=False,
+        use_normalized_ffn=True,
+        ffn_dim=None,
+        normalize_before_ffn=True,
+        ffn_activation_dropout=0.0,
+        cross_attention=False,
+        initializer_range=0.02,
+        ema_delta_alpha_range=0.2,
+        ema_beta_range=0.02,
+        ema_gamma_omega_range=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.shared_dim = shared_dim
+        self.ema_dim = ema_dim
+        self.bidirectional = bidirectional
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.truncation = truncation
+        self.attention_activation = attention_activation
+        self.relative_position_bias = relative_position_bias
+        self.max_sequence_length = max_sequence_length
+        self.normalization_type = normalization_type
+        self.norm_affine = norm_affine
+        self.normalize_before_attention = normalize_before_attention
+        self.activation = activation
+        self.dropout = dropout
+        self.hidden_dropout = hidden_dropout
+        self.attention_dropout = attention_dropout
+        self.feature_dropout = feature_dropout
+        self.use_normalized_ffn = use_normalized_ffn
+        self.ffn_dim = ffn_dim or intermediate_dim
+        self.normalize_before_ffn = normalize_before_ffn
+        self.ffn_activation_dropout = ffn_activation_dropout
+        self.cross_attention = cross_attention
+        self.initializer_range = initializer_range
+        self.ema_delta_alpha_range = ema_delta_alpha_range
+        self.ema_beta_range = ema_beta_range
+        self.ema_gamma_omega_range = ema_gamma_omega_range
+
+        # === Layers ===
+        shared = {name: getattr(self, name) for name in _SHARED}
+        bias = dict(
+            relative_position_bias=relative_position_bias,
+            max_sequence_length=max_sequence_length,
+            chunk_size=chunk_size,
+            attention_activation=attention_activation,
+            hidden_dropout=hidden_dropout,
+            attention_dropout=attention_dropout,
+            normalize_before=normalize_before_attention,
+        )
+        self.mega_layer = MegaGatedAttention(
+            hidden_dim,
+            intermediate_dim,
+            shared_dim=shared_dim,
+            ema_dim=ema_dim,
+            bidirectional=bidirectional,
+            causal=causal,
+            truncation=truncation,
+            ema_delta_alpha_range=ema_delta_alpha_range,
+            ema_beta_range=ema_beta_range,
+            ema_gamma_omega_range=ema_gamma_omega_range,
+            name="mega_layer",
+            **bias,
+            **shared,
+        )
+        self.cross_attn = None
+        if cross_attention:
+            self.cross_attn = MegaCrossAttention(
+                hidden_dim,
+                shared_dim=shared_dim,
+                name="cross_attn",
+                **bias,
+                **shared,
+            )
+        self.nffn = None
+        if use_normalized_ffn:
+            self.nffn = NormalizedFFN(
+                hidden_dim,
+                self.ffn_dim,
+                normalize_before=normalize_before_ffn,
+                activation_dropout=ffn_activation_dropout,
+                name="nffn",
+                **shared,
+            )
+
+    def build(self, input_shape):
+        shape = (None, None, self.hidden_dim)
+        for layer in (self.mega_layer, self.cross_attn, self.nffn):
+            if layer is not None:
+                layer.build(shape)
+        self.built = True
+
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        encoder_sequence_output=None,
+        encoder_padding_mask=None,
+        training=None,
+    ):
+        x = self.mega_layer(x, padding_mask=padding_mask, training=training)
+        if self.cross_attn is not None:
+            if encoder_sequence_output is None:
+                raise ValueError(
+                    "This MegaBlock has cross_attention=True: pass "
+                    "`encoder_sequence_output`."
+                )
+            x = self.cross_attn(
+                x,
+                encoder_sequence_output,
+                encoder_padding_mask=encoder_padding_mask,
+                training=training,
+            )
+        if self.nffn is not None:
+            x = self.nffn(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        for name in (
+            "hidden_dim intermediate_dim shared_dim ema_dim bidirectional "
+            "causal chunk_size truncation attention_activation "
+            "relative_position_bias max_sequence_length normalization_type "
+            "norm_affine normalize_before_attention activation dropout "
+            "hidden_dropout attention_dropout feature_dropout "
+            "use_normalized_ffn ffn_dim normalize_before_ffn "
+            "ffn_activation_dropout cross_attention initializer_range "
+            "ema_delta_alpha_range ema_beta_range ema_gamma_omega_range"
+        ).split():
+            config[name] = getattr(self, name)
+        return config

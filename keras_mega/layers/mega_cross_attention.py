@@ -1,0 +1,212 @@
+"""Mega's gated cross attention, for decoders attending to an encoder."""
+
+import keras
+from keras import ops
+
+from keras_mega.layers.functional import ATTENTION_ACTIVATIONS
+from keras_mega.layers.functional import RELATIVE_POSITION_BIASES
+from keras_mega.layers.functional import check_choice
+from keras_mega.layers.functional import check_positive_or_none
+from keras_mega.layers.functional import get_activation
+from keras_mega.layers.mega_gated_attention import attention_weights
+from keras_mega.layers.mega_gated_attention import dense
+from keras_mega.layers.mega_gated_attention import make_dropout
+from keras_mega.layers.normalization import make_normalization
+from keras_mega.layers.relative_position_bias import (
+    make_relative_position_bias,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaCrossAttention(keras.layers.Layer):
+    """Gated cross attention of HF's `MegaGatedCrossAttention`.
+
+        x' = norm(x) (pre-norm) ;  u, g, q = sigmoid, silu, id of W_q x'
+        k = W_k e ;  v = act(W_v e)            (e: encoder output)
+        h = act(W_h((attention(q, k) @ v) * g))
+        y = x + u * (h - x)  (then norm(y) for post-norm)
+
+    Attention is never causal and never chunked. The relative bias follows
+    HF: `bias(max(Lq, Lk))[:Lq, :Lk]`, so with a simple bias both lengths
+    must fit its range. Unlike HF, a row whose encoder keys are all padding
+    gives zero attention instead of NaN.
+
+    Args:
+        hidden_dim: int. Model width (decoder and encoder).
+        shared_dim: int. Query/key width `Z`.
+        chunk_size: int or None. Only sizes the simple bias as in HF.
+        Other args: as `MegaGatedAttention`.
+
+    Example:
+    >>> layer = MegaCrossAttention(hidden_dim=16, shared_dim=8)
+    >>> x, e = keras.random.normal((2, 5, 16)), keras.random.normal((2, 7, 16))
+    >>> layer(x, e).shape
+    (2, 5, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        shared_dim=64,
+        chunk_size=None,
+        attention_activation="softmax",
+        relative_position_bias="rotary",
+        max_sequence_length=2048,
+        normalization_type="scalenorm",
+        norm_affine=True,
+        normalize_before=True,
+        activation="silu",
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        feature_dropout=False,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.shared_dim = int(shared_dim)
+        self.chunk_size = check_positive_or_none("chunk_size", chunk_size)
+        self.attention_activation = check_choice(
+            "attention_activation", attention_activation, ATTENTION_ACTIVATIONS
+        )
+        self.relative_position_bias = check_choice(
+            "relative_position_bias",
+            relative_position_bias,
+            RELATIVE_POSITION_BIASES,
+        )
+        self.max_sequence_length = int(max_sequence_length)
+        self.normalization_type = normalization_type
+        self.norm_affine = bool(norm_affine)
+        self.normalize_before = bool(normalize_before)
+        self.activation = activation
+        self.activation_fn = get_activation(activation)
+        self.dropout = dropout
+        self.hidden_dropout = hidden_dropout
+        self.attention_dropout = attention_dropout
+        self.feature_dropout = bool(feature_dropout)
+        self.initializer_range = initializer_range
+
+        # === Layers ===
+        self.norm = make_normalization(
+            normalization_type, affine=norm_affine, name="norm"
+        )
+        self.q_proj = dense(2 * hidden_dim + shared_dim, initializer_range, "q_proj")
+        self.k_proj = dense(shared_dim, initializer_range, "k_proj")
+        self.v_proj = dense(hidden_dim, initializer_range, "v_proj")
+        self.h_proj = dense(hidden_dim, initializer_range, "h_proj")
+        self.rel_pos_bias = make_relative_position_bias(
+            relative_position_bias,
+            max_sequence_length,
+            self.chunk_size,
+            shared_dim,
+            initializer_range,
+            name="rel_pos_bias",
+        )
+        self.dropout_layer = make_dropout(dropout, feature_dropout, "dropout")
+        self.hidden_dropout_layer = make_dropout(
+            hidden_dropout, feature_dropout, "hidden_dropout"
+        )
+        self.attention_dropout_layer = keras.layers.Dropout(
+            attention_dropout, name="attention_dropout"
+        )
+
+    def build(self, input_shape, encoder_shape=None):
+        shape = (None, None, self.hidden_dim)
+        for layer in (self.norm, self.q_proj, self.k_proj, self.v_proj):
+            layer.build(shape)
+        self.h_proj.build(shape)
+        self.rel_pos_bias.build()
+        self.built = True
+
+    def call(
+        self,
+        x,
+        encoder_sequence_output,
+        encoder_padding_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        """`x`: `[B, Lq, D]`; `encoder_sequence_output`: `[B, Lk, D]`;
+        `encoder_padding_mask`: `[B, Lk]`, 1 = keep."""
+        residual = x
+        if self.normalize_before:
+            x = self.norm(x, training=training)
+        d = self.hidden_dim
+        u, gate, query = ops.split(self.q_proj(x), [d, 2 * d], axis=-1)
+        u = ops.sigmoid(u)
+        gate = ops.silu(gate)
+        key = self.k_proj(encoder_sequence_output)
+        value = self.activation_fn(self.v_proj(encoder_sequence_output))
+
+        q_len = ops.shape(query)[1]
+        k_len = ops.shape(key)[1]
+        if encoder_padding_mask is None:
+            key_mask = ops.ones(ops.shape(key)[:2], "bool")
+        else:
+            key_mask = ops.cast(encoder_padding_mask, "bool")
+        query = ops.cast(query, "float32")[:, None]
+        key = ops.cast(key, "float32")[:, None]
+        key_mask = key_mask[:, None]
+        if isinstance(q_len, int) and isinstance(k_len, int):
+            longest = max(q_len, k_len)
+        else:
+            longest = ops.maximum(q_len, k_len)
+        bias = self.rel_pos_bias.compute_bias(longest, longest)[:q_len, :k_len]
+        bias = ops.cast(bias, "float32")
+        scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
+        if self.attention_activation == "softmax":
+            scores = scores * self.shared_dim**-0.5
+        else:
+            lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
+            scores = scores / ops.maximum(lengths, 1.0)[:, :, None, None]
+        weights = attention_weights(
+            scores + bias,
+            key_mask,
+            self.attention_activation,
+            causal=False,
+            unmask_empty_rows=False,
+        )
+        if self.attention_activation == "softmax":
+            # No real key at all: zero attention rather than NaN (HF).
+            has_key = ops.any(key_mask, axis=-1)[:, :, None, None]
+            weights = ops.where(has_key, weights, 0.0)
+        value = self.hidden_dropout_layer(value, training=training)
+        dropped = self.attention_dropout_layer(weights, training=training)
+        attended = ops.einsum(
+            "bqk,bkh->bqh", ops.cast(dropped[:, 0], value.dtype), value
+        )
+        h = self.activation_fn(self.h_proj(attended * gate))
+        h = self.dropout_layer(h, training=training)
+        out = residual + u * (h - residual)
+        if not self.normalize_before:
+            out = self.norm(out, training=training)
+        if return_attention_scores:
+            return out, weights[:, 0]
+        return out
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "shared_dim": self.shared_dim,
+                "chunk_size": self.chunk_size,
+                "attention_activation": self.attention_activation,
+                "relative_position_bias": self.relative_position_bias,
+                "max_sequence_length": self.max_sequence_length,
+                "normalization_type": self.normalization_type,
+                "norm_affine": self.norm_affine,
+                "normalize_before": self.normalize_before,
+                "activation": self.activation,
+                "dropout": self.dropout,
+                "hidden_dropout": self.hidden_dropout,
+                "attention_dropout": self.attention_dropout,
+                "feature_dropout": self.feature_dropout,
+                "initializer_range": self.initializer_range,
+            }
+        )
+        return config

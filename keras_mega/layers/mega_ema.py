@@ -1,0 +1,247 @@
+"""Mega's multi-dimensional damped exponential moving average (paper eq. 2-3)."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_mega.layers.functional import check_positive_or_none
+
+
+def fft_convolution(x, forward_kernel, backward_kernel=None):
+    """Linear (not circular) convolution along the last axis, in float32.
+
+    `y[t] = sum_a kf[a] x[t - a] + sum_b kb[b] x[t + b]`.
+
+    Args:
+        x: `[..., D, L]` float32.
+        forward_kernel: `[D, L]`, lags `0..L-1` into the past.
+        backward_kernel: optional `[D, L]`, lags into the future.
+    """
+    length = ops.shape(x)[-1]
+    n = 2 * length  # no wrap-around for lags up to L - 1 in either direction
+    xr, xi = ops.rfft(x, fft_length=n)
+    kr, ki = ops.rfft(forward_kernel, fft_length=n)
+    if backward_kernel is not None:
+        # A correlation with kb is a product with its conjugate spectrum.
+        br, bi = ops.rfft(backward_kernel, fft_length=n)
+        kr, ki = kr + br, ki - bi
+    yr = xr * kr - xi * ki
+    yi = xr * ki + xi * kr
+    return ops.irfft((yr, yi), fft_length=n)[..., :length]
+
+
+def _alternating_signs(n):
+    return [1.0 if i % 2 == 0 else -1.0 for i in range(n)]
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaEMA(keras.layers.Layer):
+    """Multi-dimensional damped EMA, Mega's moving-average sublayer.
+
+    Each of the `hidden_dim` channels is expanded into `ema_dim` damped EMAs
+    (`h_t = p * beta * x_t + q * h_{t-1}` with `q = 1 - p * delta`), projected
+    back with `gamma` and added to `omega * x`, then SiLU:
+
+        y = silu(conv(x, k) + omega * x),
+        k[d, t] = sum_n gamma[d, n] / sqrt(N) * p[d, n] * beta[d, n] * q[d, n]**t
+
+    The convolution runs through an FFT in float32, whatever the compute
+    dtype. With `bidirectional=True` a second kernel looks into the future.
+    `step()` advances the same computation as a recurrence with an explicit
+    state `[B, hidden_dim, ema_dim]` (causal only), one token or a block at
+    a time; it equals `call()` on the concatenated sequence.
+
+    Weight names follow HF's `MegaMultiDimensionDampedEma` (`damping_factor`
+    is the paper's alpha, `decay_factor` its delta, `ema_expansion_matrix`
+    beta, `kernel_projection_matrix` gamma, `residual_weight` omega).
+
+    Args:
+        hidden_dim: int. Channels `D`.
+        ema_dim: int. EMA dimensions per channel `N` (HF
+            `ema_projection_size`).
+        bidirectional: bool. Add a backward EMA (encoders).
+        truncation: int or None. Cut the kernel after this many lags.
+        ema_delta_alpha_range: float. Init std of the damping/decay logits.
+        ema_beta_range: float. Init std of beta around `[1, -1, 1, ...]`.
+        ema_gamma_omega_range: float. Init std of gamma and omega.
+
+    Example:
+    >>> ema = MegaEMA(hidden_dim=8, ema_dim=4, bidirectional=False)
+    >>> x = keras.random.normal((2, 10, 8))
+    >>> y = ema(x)
+    >>> y1, state = ema.step(x[:, :6])
+    >>> y2, state = ema.step(x[:, 6:], state)  # together equal `y`
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        ema_dim=16,
+        bidirectional=False,
+        truncation=None,
+        ema_delta_alpha_range=0.2,
+        ema_beta_range=0.02,
+        ema_gamma_omega_range=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.ema_dim = int(ema_dim)
+        self.bidirectional = bool(bidirectional)
+        self.truncation = check_positive_or_none("truncation", truncation)
+        self.ema_delta_alpha_range = ema_delta_alpha_range
+        self.ema_beta_range = ema_beta_range
+        self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.scale = math.sqrt(1.0 / self.ema_dim)
+
+    def build(self, input_shape=None):
+        kernel_dim = self.hidden_dim * (2 if self.bidirectional else 1)
+        shape = (kernel_dim, self.ema_dim)
+        normal = keras.initializers.RandomNormal
+
+        def beta_init(shape, dtype=None):
+            signs = ops.convert_to_tensor(_alternating_signs(shape[-1]), dtype)
+            noise = normal(stddev=self.ema_beta_range)(shape, dtype)
+            return noise + signs
+
+        self.damping_factor = self.add_weight(
+            name="damping_factor",
+            shape=shape,
+            initializer=normal(stddev=self.ema_delta_alpha_range),
+            autocast=False,
+        )
+        self.decay_factor = self.add_weight(
+            name="decay_factor",
+            shape=shape,
+            initializer=normal(stddev=self.ema_delta_alpha_range),
+            autocast=False,
+        )
+        self.ema_expansion_matrix = self.add_weight(
+            name="ema_expansion_matrix",
+            shape=shape,
+            initializer=beta_init,
+            autocast=False,
+        )
+        self.kernel_projection_matrix = self.add_weight(
+            name="kernel_projection_matrix",
+            shape=shape,
+            initializer=normal(stddev=self.ema_gamma_omega_range),
+            autocast=False,
+        )
+        self.residual_weight = self.add_weight(
+            name="residual_weight",
+            shape=(self.hidden_dim,),
+            initializer=normal(stddev=self.ema_gamma_omega_range),
+        )
+        self.built = True
+
+    def coefficients(self):
+        """Returns float32 `(p * beta, q, gamma / sqrt(N))`, each `[kd, N]`."""
+        p = ops.sigmoid(ops.cast(self.damping_factor, "float32"))
+        q = 1.0 - p * ops.sigmoid(ops.cast(self.decay_factor, "float32"))
+        beta = ops.cast(self.ema_expansion_matrix, "float32")
+        gamma = ops.cast(self.kernel_projection_matrix, "float32")
+        return p * beta, q, gamma * self.scale
+
+    def kernel(self, length):
+        """Returns the float32 kernel `[kernel_dim, length]`."""
+        p_beta, q, gamma = self.coefficients()
+        lags = ops.arange(length, dtype="float32")
+        # q ** t as exp(t * log q), as HF does.
+        powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
+        kernel = ops.einsum("dn,dnl->dl", p_beta * gamma, powers)
+        if self.truncation is not None:
+            kernel = kernel * ops.cast(lags < self.truncation, "float32")
+        return kernel
+
+    def _output(self, x, ema):
+        """`silu(ema + omega * x)`, back in the compute dtype."""
+        x32 = ops.cast(x, "float32")
+        omega = ops.cast(self.residual_weight, "float32")
+        return ops.cast(ops.silu(ema + x32 * omega), self.compute_dtype)
+
+    def _masked_channels_first(self, x, padding_mask):
+        x = ops.cast(x, "float32")
+        if padding_mask is not None:
+            x = x * ops.cast(padding_mask, "float32")[:, :, None]
+        return ops.transpose(x, (0, 2, 1))
+
+    def call(self, x, padding_mask=None):
+        """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep.
+
+        Padded positions are zeroed before the convolution.
+        """
+        u = self._masked_channels_first(x, padding_mask)
+        kernel = self.kernel(ops.shape(x)[1])
+        if self.bidirectional:
+            forward, backward = ops.split(kernel, 2, axis=0)
+            ema = fft_convolution(u, forward, backward)
+        else:
+            ema = fft_convolution(u, kernel)
+        return self._output(x, ops.transpose(ema, (0, 2, 1)))
+
+    def initial_state(self, batch_size):
+        return ops.zeros((batch_size, self.hidden_dim, self.ema_dim), "float32")
+
+    def step(self, x, state=None, padding_mask=None):
+        """Advances the EMA over a block of tokens as a recurrence.
+
+        Args:
+            x: `[B, T, hidden_dim]`, the next `T >= 1` tokens.
+            state: float32 `[B, hidden_dim, ema_dim]`, the EMA state after the
+                previous tokens (`None`: start of the sequence).
+            padding_mask: optional `[B, T]`; masked inputs count as zero.
+
+        Returns:
+            `(y, new_state)`: the output `[B, T, hidden_dim]`, equal to
+            `call()` over the whole sequence at these positions, and the
+            state after the block.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "A bidirectional EMA looks at future tokens and has no "
+                "recurrent form. Use bidirectional=False for decoding."
+            )
+        if self.truncation is not None:
+            raise ValueError(
+                f"A truncated EMA kernel (truncation={self.truncation}) is not "
+                "a recurrence; step() needs truncation=None."
+            )
+        length = ops.shape(x)[1]
+        u = self._masked_channels_first(x, padding_mask)  # [B, D, T]
+        p_beta, q, gamma = self.coefficients()
+        lags = ops.arange(length + 1, dtype="float32")
+        powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
+        # Within the block: a causal convolution with the kernel.
+        kernel = ops.einsum("dn,dnl->dl", p_beta * gamma, powers[..., :-1])
+        ema = fft_convolution(u, kernel)
+        # New state: h_n = sum_s p beta q**(T-1-s) x_s (+ q**T h_prev).
+        weights = p_beta[:, :, None] * ops.flip(powers[..., :-1], axis=-1)
+        new_state = ops.einsum("bdl,dnl->bdn", u, weights)
+        if state is not None:
+            state = ops.cast(state, "float32")
+            # The old state decays into every position t: q**(t+1) h_prev.
+            ema = ema + ops.einsum(
+                "bdn,dnl->bdl", state, gamma[:, :, None] * powers[..., 1:]
+            )
+            new_state = new_state + state * powers[..., -1][None]
+        return self._output(x, ops.transpose(ema, (0, 2, 1))), new_state
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "ema_dim": self.ema_dim,
+                "bidirectional": self.bidirectional,
+                "truncation": self.truncation,
+                "ema_delta_alpha_range": self.ema_delta_alpha_range,
+                "ema_beta_range": self.ema_beta_range,
+                "ema_gamma_omega_range": self.ema_gamma_omega_range,
+            }
+        )
+        return config

@@ -1,0 +1,163 @@
+"""The normalization layers Mega chooses from (`normalization_type`).
+
+Mega passes `epsilon=1e-5` to every norm. `ScaleNorm` and `RMSNorm` compute
+in float32 under mixed precision.
+"""
+
+import keras
+from keras import ops
+
+NORMALIZATION_TYPES = (
+    "scalenorm",
+    "layernorm",
+    "rmsnorm",
+    "batchnorm",
+    "syncbatchnorm",
+    "hf_rmsnorm",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class ScaleNorm(keras.layers.Layer):
+    """Scale normalization: one learned scalar for the whole feature axis.
+
+    `y = g * x / sqrt(mean(x ** 2) + epsilon)`, over the last axis.
+
+    Args:
+        epsilon: float. Added to the mean square.
+        affine: bool. Whether to learn the scalar `g` (else `g = 1`).
+
+    Example:
+    >>> norm = ScaleNorm()
+    >>> norm(keras.ops.ones((2, 3, 8))).shape
+    (2, 3, 8)
+    """
+
+    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.affine = affine
+
+    def build(self, input_shape):
+        if self.affine:
+            self.scalar = self.add_weight(
+                name="scalar", shape=(1,), initializer="ones"
+            )
+        self.built = True
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
+        y = x32 * ops.rsqrt(mean_square + self.epsilon)
+        if self.affine:
+            y = y * ops.cast(self.scalar, "float32")
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "affine": self.affine})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class RMSNorm(keras.layers.Layer):
+    """Root-mean-square normalization with a per-feature scale.
+
+    `y = w * x / sqrt(mean(x ** 2) + epsilon)`, over the last axis.
+
+    This is the RMSNorm of the Mega paper. Hugging Face's `MegaRMSNorm`
+    discards the normalization and only multiplies by `w`; checkpoints
+    trained with it load as `normalization_type="hf_rmsnorm"` (see
+    `HFRMSNorm`).
+
+    Args:
+        epsilon: float. Added to the mean square.
+        affine: bool. Whether to learn the per-feature scale `w`.
+
+    Example:
+    >>> RMSNorm()(keras.ops.ones((2, 3, 8))).shape
+    (2, 3, 8)
+    """
+
+    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.affine = affine
+
+    def build(self, input_shape):
+        if self.affine:
+            self.weight = self.add_weight(
+                name="weight", shape=(input_shape[-1],), initializer="ones"
+            )
+        self.built = True
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
+        y = x32 * ops.rsqrt(mean_square + self.epsilon)
+        if self.affine:
+            y = y * ops.cast(self.weight, "float32")
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "affine": self.affine})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class HFRMSNorm(RMSNorm):
+    """What Hugging Face's `MegaRMSNorm` computes: `y = w * x`, no division.
+
+    HF's forward computes the root mean square and throws it away, so its
+    "rmsnorm" models never normalize. This layer reproduces that exactly,
+    so that HF checkpoints with `normalization_type="rmsnorm"` keep their
+    numbers. Use `RMSNorm` for new models.
+    """
+
+    def call(self, x):
+        if not self.affine:
+            return x
+        return x * ops.cast(self.weight, x.dtype)
+
+
+def make_normalization(normalization_type, affine=True, epsilon=1e-5, name=None):
+    """Returns the norm layer named by `normalization_type`.
+
+    Args:
+        normalization_type: str. One of `NORMALIZATION_TYPES`.
+        affine: bool. Whether the norm learns its scale (and shift).
+        epsilon: float.
+        name: str. The layer's name.
+    """
+    if normalization_type == "scalenorm":
+        return ScaleNorm(epsilon=epsilon, affine=affine, name=name)
+    if normalization_type == "rmsnorm":
+        return RMSNorm(epsilon=epsilon, affine=affine, name=name)
+    if normalization_type == "hf_rmsnorm":
+        return HFRMSNorm(epsilon=epsilon, affine=affine, name=name)
+    if normalization_type == "layernorm":
+        return keras.layers.LayerNormalization(
+            epsilon=epsilon, center=affine, scale=affine, name=name
+        )
+    if normalization_type in ("batchnorm", "syncbatchnorm"):
+        # torch's BatchNorm momentum 0.1 is Keras' 0.9. Statistics run over
+        # batch and time, padding included, as in fairseq and HF.
+        return keras.layers.BatchNormalization(
+            epsilon=epsilon,
+            momentum=0.9,
+            center=affine,
+            scale=affine,
+            synchronized=normalization_type == "syncbatchnorm",
+            name=name,
+        )
+    raise ValueError(
+        f"Unknown normalization_type={normalization_type!r}. "
+        f"Expected one of {NORMALIZATION_TYPES}."
+    )

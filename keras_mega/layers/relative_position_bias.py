@@ -1,0 +1,175 @@
+"""Mega's relative position biases, added to the attention scores."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class SimpleRelativePositionBias(keras.layers.Layer):
+    """A learned scalar per relative offset: `bias[i, j] = w[M - 1 + j - i]`.
+
+    `M` is the longest sequence (or attention chunk) the bias serves. The
+    weight has `2 * max_sequence_length - 1` entries as in HF, which indexes
+    them with `M = chunk_size` when attention is chunked: only the first
+    `2M - 1` are used then. Longer inputs raise an error.
+
+    Args:
+        max_sequence_length: int. Sizes the weight (`2 * n - 1` entries).
+        max_offset: int. `M` above: the chunk size when attention is
+            chunked, else `max_sequence_length`. Defaults to the latter.
+        initializer_range: float. Standard deviation of the initializer.
+
+    Example:
+    >>> bias = SimpleRelativePositionBias(max_sequence_length=16)
+    >>> bias.compute_bias(4, 4).shape
+    (4, 4)
+    """
+
+    def __init__(
+        self,
+        max_sequence_length,
+        max_offset=None,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.max_sequence_length = int(max_sequence_length)
+        self.max_offset = int(max_offset or max_sequence_length)
+        self.initializer_range = initializer_range
+        if self.max_offset > self.max_sequence_length:
+            raise ValueError(
+                "The simple relative position bias serves at most "
+                f"max_sequence_length={self.max_sequence_length} positions; "
+                f"received a chunk of {self.max_offset}."
+            )
+
+    def build(self, input_shape=None):
+        self.rel_pos_bias = self.add_weight(
+            name="rel_pos_bias",
+            shape=(2 * self.max_sequence_length - 1,),
+            initializer=keras.initializers.RandomNormal(
+                stddev=self.initializer_range
+            ),
+        )
+        self.built = True
+
+    def compute_bias(self, query_length, key_length, query_offset=0):
+        """Returns the `[query_length, key_length]` bias.
+
+        Query `i` sits at position `i + query_offset`, key `j` at `j`.
+        """
+        if not self.built:
+            self.build()
+        static = isinstance(query_length, int) and isinstance(key_length, int)
+        longest = max(query_length, key_length) if static else 0
+        if longest > self.max_offset:
+            raise ValueError(
+                f"Sequence length {longest} is longer than the simple "
+                f"relative position bias supports ({self.max_offset}). "
+                "Raise `max_sequence_length` (or use chunked attention with "
+                "a smaller `chunk_size`), or use "
+                "relative_position_bias='rotary', which has no limit."
+            )
+        rows = ops.arange(query_length)[:, None] + query_offset
+        cols = ops.arange(key_length)[None, :]
+        index = self.max_offset - 1 + cols - rows
+        return ops.take(self.rel_pos_bias, index)
+
+    def call(self, query_length, key_length, query_offset=0):
+        return self.compute_bias(query_length, key_length, query_offset)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "max_sequence_length": self.max_sequence_length,
+                "max_offset": self.max_offset,
+                "initializer_range": self.initializer_range,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class RotaryRelativePositionBias(keras.layers.Layer):
+    """Mega's rotary bias: `bias[m, n] = <rot_m(alpha), rot_n(beta)>`.
+
+    Not RoPE on queries and keys: two learned vectors `alpha`, `beta` of size
+    `dim` are rotated by sinusoids of their positions (base 10000, halves
+    rotated against each other) and their dot product is the bias. It
+    extrapolates to any length.
+
+    Args:
+        dim: int. The shared representation size `Z`.
+        initializer_range: float. Standard deviation of the initializer.
+
+    Example:
+    >>> bias = RotaryRelativePositionBias(dim=8)
+    >>> bias.compute_bias(4, 4).shape
+    (4, 4)
+    """
+
+    def __init__(self, dim, initializer_range=0.02, **kwargs):
+        super().__init__(**kwargs)
+        if dim % 2:
+            raise ValueError(
+                f"The rotary relative bias needs an even dimension; got {dim}."
+            )
+        self.dim = int(dim)
+        self.initializer_range = initializer_range
+
+    def build(self, input_shape=None):
+        init = keras.initializers.RandomNormal(stddev=self.initializer_range)
+        self.alpha = self.add_weight(
+            name="alpha", shape=(1, self.dim), initializer=init
+        )
+        self.b_param = self.add_weight(
+            name="b_param", shape=(1, self.dim), initializer=init
+        )
+        self.built = True
+
+    def _rotate(self, vector, positions):
+        half = self.dim // 2
+        freq = ops.exp(
+            ops.arange(half, dtype="float32") * (-math.log(10000.0) / half)
+        )
+        angle = ops.cast(positions, "float32")[:, None] * freq[None, :]
+        sin, cos = ops.sin(angle), ops.cos(angle)
+        vector = ops.cast(vector, "float32")
+        a, b = vector[:, :half], vector[:, half:]
+        return ops.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+
+    def compute_bias(self, query_length, key_length, query_offset=0):
+        """Returns the `[query_length, key_length]` bias (float32)."""
+        if not self.built:
+            self.build()
+        rows = self._rotate(self.alpha, ops.arange(query_length) + query_offset)
+        cols = self._rotate(self.b_param, ops.arange(key_length))
+        return ops.matmul(rows, ops.transpose(cols))
+
+    def call(self, query_length, key_length, query_offset=0):
+        return self.compute_bias(query_length, key_length, query_offset)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"dim": self.dim, "initializer_range": self.initializer_range}
+        )
+        return config
+
+
+def make_relative_position_bias(
+    kind, max_sequence_length, chunk_size, dim, initializer_range, name=None
+):
+    if kind == "simple":
+        return SimpleRelativePositionBias(
+            max_sequence_length,
+            max_offset=chunk_size or max_sequence_length,
+            initializer_range=initializer_range,
+            name=name,
+        )
+    return RotaryRelativePositionBias(
+        dim, initializer_range=initializer_range, name=name
+    )

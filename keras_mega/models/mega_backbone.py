@@ -1,0 +1,315 @@
+"""The Mega backbone: embeddings and a stack of `MegaBlock`s."""
+
+import keras
+import numpy as np
+from keras_hub.models import Backbone
+
+from keras_mega.layers.functional import check_positive_or_none
+from keras_mega.layers.mega_block import MegaBlock
+
+
+def _embedding_initializer(stddev, pad_token_id):
+    """Normal init with the padding row zeroed, as HF initializes it."""
+
+    def initialize(shape, dtype=None):
+        values = np.random.normal(0.0, stddev, size=shape)
+        if pad_token_id is not None and 0 <= pad_token_id < shape[0]:
+            values[pad_token_id] = 0.0
+        return keras.ops.convert_to_tensor(values, dtype=dtype)
+
+    return initialize
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaBackbone(Backbone):
+    """Mega (Moving Average Equipped Gated Attention) backbone.
+
+    Token embeddings (no positional embedding: the EMA and the relative bias
+    carry position), optional segment embeddings, then `num_layers`
+    `MegaBlock`s; no final norm, as in the paper and HF's `MegaModel`.
+    Bidirectional by default (an encoder); `causal=True` with
+    `bidirectional=False` makes a decoder. With `chunk_size`, attention runs
+    in independent chunks (Mega-chunk) and any sequence length works.
+
+    Inputs are a dict: `token_ids` and `padding_mask` (`[B, L]`, 1 = real
+    token), plus `segment_ids` when `num_segments > 0`, plus
+    `encoder_sequence_output` (`[B, Le, hidden_dim]`) and
+    `encoder_padding_mask` when `cross_attention=True`. The output is the
+    sequence output `[B, L, hidden_dim]`.
+
+    Names of HF's `MegaConfig` options, and what they are here:
+
+    | HF `MegaConfig` | `MegaBackbone` |
+    |---|---|
+    | `vocab_size` | `vocabulary_size` |
+    | `hidden_size` | `hidden_dim` |
+    | `num_hidden_layers` | `num_layers` |
+    | `intermediate_size` | `intermediate_dim` |
+    | `shared_representation_size` | `shared_dim` |
+    | `ema_projection_size` | `ema_dim` |
+    | `nffn_hidden_size` | `ffn_dim` |
+    | `bidirectional` | `bidirectional` |
+    | `is_decoder` | `causal` |
+    | `use_chunking`, `chunk_size` | `chunk_size` (None: off) |
+    | `truncation` | `truncation` |
+    | `attention_activation` | `attention_activation` |
+    | `relative_positional_bias` | `relative_position_bias` |
+    | `max_positions` | `max_sequence_length` |
+    | `normalization_type` | `normalization_type` ("rmsnorm" is a real
+      RMSNorm here; HF's is "hf_rmsnorm") |
+    | `norm_affine` | `norm_affine` |
+    | `normalize_before_mega` | `normalize_before_attention` |
+    | `normalize_before_ffn` | `normalize_before_ffn` |
+    | `use_normalized_ffn` | `use_normalized_ffn` |
+    | `activation` | `activation` |
+    | `dropout_prob` | `dropout` |
+    | `hidden_dropout_prob` | `hidden_dropout` |
+    | `attention_probs_dropout_prob` | `attention_dropout` |
+    | `nffn_activation_dropout_prob` | `ffn_activation_dropout` |
+    | `use_feature_dropout` | `feature_dropout` |
+    | `add_token_type_embeddings`, `type_vocab_size` | `num_segments` (0: off) |
+    | `add_cross_attention` | `cross_attention` |
+    | `initializer_range`, `ema_*_range` | same names |
+    | `pad_token_id`, `bos_token_id`, `eos_token_id` | same names |
+
+    Args:
+        vocabulary_size: int. Size of the token vocabulary.
+        num_layers: int. Number of Mega blocks.
+        hidden_dim: int. Model width.
+        intermediate_dim: int. Width of the attention values.
+        shared_dim: int. Width of the shared query/key representation.
+        ema_dim: int. EMA dimensions per channel.
+        ffn_dim: int. Hidden width of the normalized FFN. Defaults to
+            `intermediate_dim`.
+        bidirectional: bool. Bidirectional EMA (encoder).
+        causal: bool. Causal attention (decoder).
+        chunk_size: int or None. Chunked attention.
+        truncation: int or None. EMA kernel truncation.
+        attention_activation: "softmax", "laplace" or "relu2".
+        relative_position_bias: "rotary" or "simple".
+        max_sequence_length: int. Range of the simple relative bias.
+        normalization_type: "scalenorm", "layernorm", "rmsnorm", "batchnorm",
+            "syncbatchnorm" or "hf_rmsnorm".
+        norm_affine: bool. Learned norm scales.
+        normalize_before_attention: bool. Pre-norm attention sublayers.
+        normalize_before_ffn: bool. Pre-norm FFN.
+        use_normalized_ffn: bool. Add the FFN to each block.
+        activation: str. Activation function.
+        dropout, hidden_dropout, attention_dropout, ffn_activation_dropout:
+            float. Dropout rates.
+        feature_dropout: bool. Drop whole channels.
+        num_segments: int. Segment (token type) vocabulary; 0 for none.
+        cross_attention: bool. Decoder blocks attend to an encoder output.
+        initializer_range, ema_delta_alpha_range, ema_beta_range,
+            ema_gamma_omega_range: float. Initialization.
+        pad_token_id, bos_token_id, eos_token_id: int. Special ids; the
+            padding row of the embedding starts at zero.
+        dtype: The dtype policy of the layers.
+
+    Examples:
+    ```python
+    # An HF Mega checkpoint directory (any HF Mega head class).
+    backbone = keras_mega.models.MegaBackbone.from_preset("path/to/hf_mega")
+
+    # A randomly initialized chunked encoder.
+    backbone = keras_mega.models.MegaBackbone(
+        vocabulary_size=1000, num_layers=2, hidden_dim=64,
+        intermediate_dim=128, shared_dim=32, ema_dim=8, chunk_size=32,
+    )
+    outputs = backbone({
+        "token_ids": np.ones((2, 100), "int32"),
+        "padding_mask": np.ones((2, 100), "int32"),
+    })
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        hidden_dim,
+        intermediate_dim,
+        shared_dim=64,
+        ema_dim=16,
+        ffn_dim=None,
+        bidirectional=True,
+        causal=False,
+        chunk_size=None,
+        truncation=None,
+        attention_activation="softmax",
+        relative_position_bias="rotary",
+        max_sequence_length=2048,
+        normalization_type="scalenorm",
+        norm_affine=True,
+        normalize_before_attention=True,
+        normalize_before_ffn=True,
+        use_normalized_ffn=True,
+        activation="silu",
+        dropout=0.1,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        ffn_activation_dropout=0.1,
+        feature_dropout=False,
+        num_segments=0,
+        cross_attention=False,
+        initializer_range=0.02,
+        ema_delta_alpha_range=0.2,
+        ema_beta_range=0.02,
+        ema_gamma_omega_range=1.0,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        dtype=None,
+        **kwargs,
+    ):
+        if cross_attention and not causal:
+            raise ValueError(
+                "cross_attention=True is for decoders: set causal=True "
+                "(HF: add_cross_attention needs is_decoder)."
+            )
+        chunk_size = check_positive_or_none("chunk_size", chunk_size)
+        ffn_dim = ffn_dim or intermediate_dim
+
+        # === Layers ===
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size,
+            hidden_dim,
+            embeddings_initializer=_embedding_initializer(
+                initializer_range, pad_token_id
+            ),
+            dtype=dtype,
+            name="token_embedding",
+        )
+        self.segment_embedding = None
+        if num_segments:
+            self.segment_embedding = keras.layers.Embedding(
+                num_segments,
+                hidden_dim,
+                embeddings_initializer=keras.initializers.RandomNormal(
+                    stddev=initializer_range
+                ),
+                dtype=dtype,
+                name="segment_embedding",
+            )
+        self.mega_layers = [
+            MegaBlock(
+                hidden_dim,
+                intermediate_dim,
+                shared_dim=shared_dim,
+                ema_dim=ema_dim,
+                bidirectional=bidirectional,
+                causal=causal,
+                chunk_size=chunk_size,
+                truncation=truncation,
+                attention_activation=attention_activation,
+                relative_position_bias=relative_position_bias,
+                max_sequence_length=max_sequence_length,
+                normalization_type=normalization_type,
+                norm_affine=norm_affine,
+                normalize_before_attention=normalize_before_attention,
+                activation=activation,
+                dropout=dropout,
+                hidden_dropout=hidden_dropout,
+                attention_dropout=attention_dropout,
+                feature_dropout=feature_dropout,
+                use_normalized_ffn=use_normalized_ffn,
+                ffn_dim=ffn_dim,
+                normalize_before_ffn=normalize_before_ffn,
+                ffn_activation_dropout=ffn_activation_dropout,
+                cross_attention=cross_attention,
+                initializer_range=initializer_range,
+                ema_delta_alpha_range=ema_delta_alpha_range,
+                ema_beta_range=ema_beta_range,
+                ema_gamma_omega_range=ema_gamma_omega_range,
+                dtype=dtype,
+                name=f"mega_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+
+        # === Functional Model ===
+        inputs = {
+            "token_ids": keras.Input(
+                shape=(None,), dtype="int32", name="token_ids"
+            ),
+            "padding_mask": keras.Input(
+                shape=(None,), dtype="int32", name="padding_mask"
+            ),
+        }
+        if num_segments:
+            inputs["segment_ids"] = keras.Input(
+                shape=(None,), dtype="int32", name="segment_ids"
+            )
+        if cross_attention:
+            inputs["encoder_sequence_output"] = keras.Input(
+                shape=(None, hidden_dim), name="encoder_sequence_output"
+            )
+            inputs["encoder_padding_mask"] = keras.Input(
+                shape=(None,), dtype="int32", name="encoder_padding_mask"
+            )
+        x = self.token_embedding(inputs["token_ids"])
+        if num_segments:
+            x = x + self.segment_embedding(inputs["segment_ids"])
+        for block in self.mega_layers:
+            x = block(
+                x,
+                padding_mask=inputs["padding_mask"],
+                encoder_sequence_output=inputs.get("encoder_sequence_output"),
+                encoder_padding_mask=inputs.get("encoder_padding_mask"),
+            )
+        super().__init__(inputs=inputs, outputs=x, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.shared_dim = shared_dim
+        self.ema_dim = ema_dim
+        self.ffn_dim = ffn_dim
+        self.bidirectional = bidirectional
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.truncation = truncation
+        self.attention_activation = attention_activation
+        self.relative_position_bias = relative_position_bias
+        self.max_sequence_length = max_sequence_length
+        self.normalization_type = normalization_type
+        self.norm_affine = norm_affine
+        self.normalize_before_attention = normalize_before_attention
+        self.normalize_before_ffn = normalize_before_ffn
+        self.use_normalized_ffn = use_normalized_ffn
+        self.activation = activation
+        self.dropout = dropout
+        self.hidden_dropout = hidden_dropout
+        self.attention_dropout = attention_dropout
+        self.ffn_activation_dropout = ffn_activation_dropout
+        self.feature_dropout = feature_dropout
+        self.num_segments = num_segments
+        self.cross_attention = cross_attention
+        self.initializer_range = initializer_range
+        self.ema_delta_alpha_range = ema_delta_alpha_range
+        self.ema_beta_range = ema_beta_range
+        self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+
+    def get_config(self):
+        config = super().get_config()
+        for name in CONFIG_KEYS:
+            config[name] = getattr(self, name)
+        return config
+
+
+CONFIG_KEYS = (
+    "vocabulary_size num_layers hidden_dim intermediate_dim shared_dim "
+    "ema_dim ffn_dim bidirectional causal chunk_size truncation "
+    "attention_activation relative_position_bias max_sequence_length "
+    "normalization_type norm_affine normalize_before_attention "
+    "normalize_before_ffn use_normalized_ffn activation dropout "
+    "hidden_dropout attention_dropout ffn_activation_dropout feature_dropout "
+    "num_segments cross_attention initializer_range ema_delta_alpha_range "
+    "ema_beta_range ema_gamma_omega_range pad_token_id bos_token_id "
+    "eos_token_id"
+).split()
