@@ -5,6 +5,7 @@ with weights moved away from their init so that a swapped or misplaced
 parameter cannot hide behind a symmetric initialization.
 """
 
+import keras
 import numpy as np
 import pytest
 
@@ -69,6 +70,8 @@ def random_batch(batch_size, length, vocab_size=48, lengths=None, seed=0):
 
 
 def hf_hidden(model, ids, mask, **kwargs):
+    """HF's full forward (no cache: HF's cache refuses bidirectional EMAs)."""
+    kwargs.setdefault("use_cache", False)
     with torch.no_grad():
         out = model(
             input_ids=torch.tensor(ids, dtype=torch.long),
@@ -80,8 +83,8 @@ def hf_hidden(model, ids, mask, **kwargs):
 
 def assert_close(actual, expected, rtol=1e-5, mask=None):
     """Max error relative to the output scale, optionally at kept rows."""
-    actual = np.asarray(actual, dtype="float64")
-    expected = np.asarray(expected, dtype="float64")
+    actual = np.asarray(keras.ops.convert_to_numpy(actual), dtype="float64")
+    expected = np.asarray(keras.ops.convert_to_numpy(expected), dtype="float64")
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     if mask is not None:
         keep = np.asarray(mask).astype(bool)

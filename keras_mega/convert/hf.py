@@ -202,17 +202,26 @@ def read_checkpoint(preset):
     )
 
 
-def assign(variable, array, hf_key):
-    """Assigns `array` to `variable`, or names both shapes on a mismatch."""
+def assign(variable, array, hf_key, transform=None):
+    """Assigns `transform(array)` to `variable`, or names both shapes.
+
+    Args:
+        variable: the Keras variable.
+        array: the checkpoint's array, as stored.
+        hf_key: its name in the checkpoint, for errors.
+        transform: optional function from the stored layout to Keras' (e.g.
+            a transpose of a torch `Linear` weight).
+    """
     array = np.asarray(array)
-    if tuple(array.shape) != tuple(variable.shape):
+    value = transform(array) if transform else array
+    if tuple(value.shape) != tuple(variable.shape):
         raise ValueError(
             f"Weight {hf_key!r} has shape {tuple(array.shape)} in the "
-            f"checkpoint, but keras-mega's {variable.path} has shape "
-            f"{tuple(variable.shape)}. The checkpoint does not match its "
-            "config."
+            f"checkpoint, which does not fit keras-mega's {variable.path} of "
+            f"shape {tuple(variable.shape)}. The checkpoint does not match "
+            "its config."
         )
-    variable.assign(array.astype(variable.dtype))
+    variable.assign(value.astype(variable.dtype))
 
 
 # --- Weight names ---
@@ -255,12 +264,72 @@ def _rel_pos_bias(layer, prefix):
 
 
 def _squeeze_last(array):
-    return array.reshape(array.shape[:2])
+    """HF stores EMA parameters as `[kernel_dim, N, 1]`."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        return array[..., 0]
+    return array
+
+
+def ema_weight_map(ema, prefix):
+    weights = {}
+    for name in ("damping_factor", "decay_factor", "ema_expansion_matrix"):
+        weights[f"{prefix}.{name}"] = (getattr(ema, name), _squeeze_last)
+    for name in ("kernel_projection_matrix", "residual_weight"):
+        weights[f"{prefix}.{name}"] = (getattr(ema, name), None)
+    return weights
+
+
+def gated_attention_weight_map(layer, prefix):
+    """HF `MegaMovingAverageGatedAttention` -> `MegaGatedAttention`."""
+    weights = ema_weight_map(layer.ema_gate, f"{prefix}.ema_gate")
+    for name in ("v_proj", "mx_proj", "h_proj"):
+        weights.update(_dense(getattr(layer, name), f"{prefix}.{name}"))
+    weights[f"{prefix}.qk_weight"] = (layer.qk_weight, None)
+    weights[f"{prefix}.qk_bias"] = (layer.qk_bias, None)
+    weights.update(_rel_pos_bias(layer.rel_pos_bias, f"{prefix}.rel_pos_bias"))
+    weights.update(
+        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
+    )
+    return weights
+
+
+def cross_attention_weight_map(layer, prefix):
+    """HF `MegaGatedCrossAttention` -> `MegaCrossAttention`."""
+    weights = {}
+    for name in ("q_proj", "k_proj", "v_proj", "h_proj"):
+        weights.update(_dense(getattr(layer, name), f"{prefix}.{name}"))
+    weights.update(_rel_pos_bias(layer.rel_pos_bias, f"{prefix}.rel_pos_bias"))
+    weights.update(
+        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
+    )
+    return weights
+
+
+def normalized_ffn_weight_map(layer, prefix):
+    """HF `MegaNormalizedFeedForwardNetwork` -> `NormalizedFFN`."""
+    weights = {}
+    weights.update(_dense(layer.fc1, f"{prefix}.fc1"))
+    weights.update(_dense(layer.fc2, f"{prefix}.fc2"))
+    weights.update(
+        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
+    )
+    return weights
+
+
+def block_weight_map(block, prefix):
+    """HF `MegaBlock` -> `MegaBlock`."""
+    weights = gated_attention_weight_map(block.mega_layer, f"{prefix}.mega_layer")
+    if block.cross_attn is not None:
+        weights.update(
+            cross_attention_weight_map(block.cross_attn, f"{prefix}.cross_attn")
+        )
+    if block.nffn is not None:
+        weights.update(normalized_ffn_weight_map(block.nffn, f"{prefix}.nffn"))
+    return weights
 
 
 def backbone_weight_map(backbone, prefix=""):
-    """HF weight name -> (keras variable, transform or None)."""
-    norm_type = backbone.normalization_type
+    """HF `MegaModel` weight name -> (keras variable, transform or None)."""
     weights = {
         f"{prefix}embedding_layer.word_embeddings.weight": (
             backbone.token_embedding.embeddings,
@@ -273,45 +342,7 @@ def backbone_weight_map(backbone, prefix=""):
             None,
         )
     for i, block in enumerate(backbone.mega_layers):
-        p = f"{prefix}layers.{i}"
-        attn = block.mega_layer
-        ema = attn.ema_gate
-        for name in ("damping_factor", "decay_factor", "ema_expansion_matrix"):
-            weights[f"{p}.mega_layer.ema_gate.{name}"] = (
-                getattr(ema, name),
-                _squeeze_last,
-            )
-        for name in ("kernel_projection_matrix", "residual_weight"):
-            weights[f"{p}.mega_layer.ema_gate.{name}"] = (
-                getattr(ema, name),
-                None,
-            )
-        for name in ("v_proj", "mx_proj", "h_proj"):
-            weights.update(_dense(getattr(attn, name), f"{p}.mega_layer.{name}"))
-        weights[f"{p}.mega_layer.qk_weight"] = (attn.qk_weight, None)
-        weights[f"{p}.mega_layer.qk_bias"] = (attn.qk_bias, None)
-        weights.update(
-            _rel_pos_bias(attn.rel_pos_bias, f"{p}.mega_layer.rel_pos_bias")
-        )
-        weights.update(_norm(attn.norm, f"{p}.mega_layer.norm.norm", norm_type))
-        if block.cross_attn is not None:
-            cross = block.cross_attn
-            for name in ("q_proj", "k_proj", "v_proj", "h_proj"):
-                weights.update(
-                    _dense(getattr(cross, name), f"{p}.cross_attn.{name}")
-                )
-            weights.update(
-                _rel_pos_bias(cross.rel_pos_bias, f"{p}.cross_attn.rel_pos_bias")
-            )
-            weights.update(
-                _norm(cross.norm, f"{p}.cross_attn.norm.norm", norm_type)
-            )
-        if block.nffn is not None:
-            weights.update(_dense(block.nffn.fc1, f"{p}.nffn.fc1"))
-            weights.update(_dense(block.nffn.fc2, f"{p}.nffn.fc2"))
-            weights.update(
-                _norm(block.nffn.norm, f"{p}.nffn.norm.norm", norm_type)
-            )
+        weights.update(block_weight_map(block, f"{prefix}layers.{i}"))
     return weights
 
 
@@ -358,8 +389,7 @@ def load_weights(weight_map, checkpoint, owned_prefixes, ignored=()):
             "match its config."
         )
     for key, (variable, transform) in weight_map.items():
-        array = checkpoint[key]
-        assign(variable, transform(array) if transform else array, key)
+        assign(variable, checkpoint[key], key, transform)
 
 
 def load_backbone_weights(backbone, checkpoint):

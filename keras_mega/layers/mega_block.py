@@ -30,8 +30,8 @@ class MegaBlock(keras.layers.Layer):
         causal, chunk_size, truncation, attention_activation,
         relative_position_bias, max_sequence_length, normalization_type,
         norm_affine, activation, dropout, hidden_dropout, attention_dropout,
-        feature_dropout, initializer_range, ema_*_range: see
-            `MegaGatedAttention`.
+        feature_dropout, initializer_range, ema_*_range, ema_init,
+        ema_max_timescale: see `MegaGatedAttention`.
         normalize_before_attention: bool. Pre-norm of the attention (and
             cross attention) sublayer (HF `normalize_before_mega`).
         use_normalized_ffn: bool. Add the FFN.
@@ -77,6 +77,8 @@ class MegaBlock(keras.layers.Layer):
         ema_delta_alpha_range=0.2,
         ema_beta_range=0.02,
         ema_gamma_omega_range=1.0,
+        ema_init="paper",
+        ema_max_timescale=1024.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,6 +110,8 @@ class MegaBlock(keras.layers.Layer):
         self.ema_delta_alpha_range = ema_delta_alpha_range
         self.ema_beta_range = ema_beta_range
         self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.ema_init = ema_init
+        self.ema_max_timescale = ema_max_timescale
 
         # === Layers ===
         shared = {name: getattr(self, name) for name in _SHARED}
@@ -131,6 +135,8 @@ class MegaBlock(keras.layers.Layer):
             ema_delta_alpha_range=ema_delta_alpha_range,
             ema_beta_range=ema_beta_range,
             ema_gamma_omega_range=ema_gamma_omega_range,
+            ema_init=ema_init,
+            ema_max_timescale=ema_max_timescale,
             name="mega_layer",
             **bias,
             **shared,
@@ -200,7 +206,8 @@ class MegaBlock(keras.layers.Layer):
             "hidden_dropout attention_dropout feature_dropout "
             "use_normalized_ffn ffn_dim normalize_before_ffn "
             "ffn_activation_dropout cross_attention initializer_range "
-            "ema_delta_alpha_range ema_beta_range ema_gamma_omega_range"
+            "ema_delta_alpha_range ema_beta_range ema_gamma_omega_range "
+            "ema_init ema_max_timescale"
         ).split():
             config[name] = getattr(self, name)
         return config

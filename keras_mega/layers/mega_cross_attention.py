@@ -111,7 +111,7 @@ class MegaCrossAttention(keras.layers.Layer):
             attention_dropout, name="attention_dropout"
         )
 
-    def build(self, input_shape, encoder_shape=None):
+    def build(self, x_shape, encoder_sequence_output_shape=None):
         shape = (None, None, self.hidden_dim)
         for layer in (self.norm, self.q_proj, self.k_proj, self.v_proj):
             layer.build(shape)

@@ -5,6 +5,9 @@ import math
 import keras
 from keras import ops
 
+from keras_mega.layers.ema_initializers import EMA_INITS
+from keras_mega.layers.ema_initializers import timescale_logits
+from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
 
 
@@ -65,6 +68,10 @@ class MegaEMA(keras.layers.Layer):
         ema_delta_alpha_range: float. Init std of the damping/decay logits.
         ema_beta_range: float. Init std of beta around `[1, -1, 1, ...]`.
         ema_gamma_omega_range: float. Init std of gamma and omega.
+        ema_init: "paper" (Mega's init, the default) or "timescales" (decay
+            rates spread over timescales up to `ema_max_timescale`, see
+            `keras_mega.layers.ema_initializers`).
+        ema_max_timescale: float. Slowest timescale of "timescales".
 
     Example:
     >>> ema = MegaEMA(hidden_dim=8, ema_dim=4, bidirectional=False)
@@ -83,9 +90,13 @@ class MegaEMA(keras.layers.Layer):
         ema_delta_alpha_range=0.2,
         ema_beta_range=0.02,
         ema_gamma_omega_range=1.0,
+        ema_init="paper",
+        ema_max_timescale=1024.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.ema_init = check_choice("ema_init", ema_init, EMA_INITS)
+        self.ema_max_timescale = float(ema_max_timescale)
         self.hidden_dim = int(hidden_dim)
         self.ema_dim = int(ema_dim)
         self.bidirectional = bool(bidirectional)
@@ -105,16 +116,26 @@ class MegaEMA(keras.layers.Layer):
             noise = normal(stddev=self.ema_beta_range)(shape, dtype)
             return noise + signs
 
+        damping_init = decay_init = normal(stddev=self.ema_delta_alpha_range)
+        if self.ema_init == "timescales":
+            damping, decay = timescale_logits(
+                kernel_dim,
+                self.ema_dim,
+                self.ema_max_timescale,
+                noise=self.ema_delta_alpha_range,
+            )
+            damping_init = keras.initializers.Constant(damping)
+            decay_init = keras.initializers.Constant(decay)
         self.damping_factor = self.add_weight(
             name="damping_factor",
             shape=shape,
-            initializer=normal(stddev=self.ema_delta_alpha_range),
+            initializer=damping_init,
             autocast=False,
         )
         self.decay_factor = self.add_weight(
             name="decay_factor",
             shape=shape,
-            initializer=normal(stddev=self.ema_delta_alpha_range),
+            initializer=decay_init,
             autocast=False,
         )
         self.ema_expansion_matrix = self.add_weight(
@@ -242,6 +263,8 @@ class MegaEMA(keras.layers.Layer):
                 "ema_delta_alpha_range": self.ema_delta_alpha_range,
                 "ema_beta_range": self.ema_beta_range,
                 "ema_gamma_omega_range": self.ema_gamma_omega_range,
+                "ema_init": self.ema_init,
+                "ema_max_timescale": self.ema_max_timescale,
             }
         )
         return config

@@ -141,8 +141,8 @@ class MegaGatedAttention(keras.layers.Layer):
         feature_dropout: bool. Drop whole channels in `dropout` and
             `hidden_dropout`.
         initializer_range: float. Init std of projections and biases.
-        ema_delta_alpha_range, ema_beta_range, ema_gamma_omega_range: float.
-            EMA initialization, see `MegaEMA`.
+        ema_delta_alpha_range, ema_beta_range, ema_gamma_omega_range,
+            ema_init, ema_max_timescale: EMA initialization, see `MegaEMA`.
 
     Example:
     >>> layer = MegaGatedAttention(hidden_dim=16, intermediate_dim=32,
@@ -176,6 +176,8 @@ class MegaGatedAttention(keras.layers.Layer):
         ema_delta_alpha_range=0.2,
         ema_beta_range=0.02,
         ema_gamma_omega_range=1.0,
+        ema_init="paper",
+        ema_max_timescale=1024.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,6 +211,8 @@ class MegaGatedAttention(keras.layers.Layer):
         self.ema_delta_alpha_range = ema_delta_alpha_range
         self.ema_beta_range = ema_beta_range
         self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.ema_init = ema_init
+        self.ema_max_timescale = ema_max_timescale
 
         # === Layers ===
         self.norm = make_normalization(
@@ -222,6 +226,8 @@ class MegaGatedAttention(keras.layers.Layer):
             ema_delta_alpha_range=ema_delta_alpha_range,
             ema_beta_range=ema_beta_range,
             ema_gamma_omega_range=ema_gamma_omega_range,
+            ema_init=ema_init,
+            ema_max_timescale=ema_max_timescale,
             name="ema_gate",
         )
         self.v_proj = dense(intermediate_dim, initializer_range, "v_proj")
@@ -418,6 +424,8 @@ class MegaGatedAttention(keras.layers.Layer):
                 "ema_delta_alpha_range": self.ema_delta_alpha_range,
                 "ema_beta_range": self.ema_beta_range,
                 "ema_gamma_omega_range": self.ema_gamma_omega_range,
+                "ema_init": self.ema_init,
+                "ema_max_timescale": self.ema_max_timescale,
             }
         )
         return config

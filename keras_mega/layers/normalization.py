@@ -148,13 +148,19 @@ def make_normalization(normalization_type, affine=True, epsilon=1e-5, name=None)
         )
     if normalization_type in ("batchnorm", "syncbatchnorm"):
         # torch's BatchNorm momentum 0.1 is Keras' 0.9. Statistics run over
-        # batch and time, padding included, as in fairseq and HF.
+        # batch and time, padding included, as in fairseq and HF. Keras
+        # synchronizes replicas only on TensorFlow; on JAX a distributed
+        # batch is one global array, so its statistics are global anyway.
+        synchronized = (
+            normalization_type == "syncbatchnorm"
+            and keras.backend.backend() == "tensorflow"
+        )
         return keras.layers.BatchNormalization(
             epsilon=epsilon,
             momentum=0.9,
             center=affine,
             scale=affine,
-            synchronized=normalization_type == "syncbatchnorm",
+            synchronized=synchronized,
             name=name,
         )
     raise ValueError(

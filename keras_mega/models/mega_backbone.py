@@ -70,6 +70,7 @@ class MegaBackbone(Backbone):
     | `add_token_type_embeddings`, `type_vocab_size` | `num_segments` (0: off) |
     | `add_cross_attention` | `cross_attention` |
     | `initializer_range`, `ema_*_range` | same names |
+    | (none) | `ema_init`, `ema_max_timescale` (opt-in init) |
     | `pad_token_id`, `bos_token_id`, `eos_token_id` | same names |
 
     Args:
@@ -102,6 +103,10 @@ class MegaBackbone(Backbone):
         cross_attention: bool. Decoder blocks attend to an encoder output.
         initializer_range, ema_delta_alpha_range, ema_beta_range,
             ema_gamma_omega_range: float. Initialization.
+        ema_init: "paper" (default) or "timescales": an opt-in EMA init whose
+            slow dimensions carry information across attention chunks (see
+            `keras_mega.layers.ema_initializers`).
+        ema_max_timescale: float. Slowest EMA timescale of "timescales".
         pad_token_id, bos_token_id, eos_token_id: int. Special ids; the
             padding row of the embedding starts at zero.
         dtype: The dtype policy of the layers.
@@ -156,6 +161,8 @@ class MegaBackbone(Backbone):
         ema_delta_alpha_range=0.2,
         ema_beta_range=0.02,
         ema_gamma_omega_range=1.0,
+        ema_init="paper",
+        ema_max_timescale=1024.0,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -221,6 +228,8 @@ class MegaBackbone(Backbone):
                 ema_delta_alpha_range=ema_delta_alpha_range,
                 ema_beta_range=ema_beta_range,
                 ema_gamma_omega_range=ema_gamma_omega_range,
+                ema_init=ema_init,
+                ema_max_timescale=ema_max_timescale,
                 dtype=dtype,
                 name=f"mega_layer_{i}",
             )
@@ -291,6 +300,8 @@ class MegaBackbone(Backbone):
         self.ema_delta_alpha_range = ema_delta_alpha_range
         self.ema_beta_range = ema_beta_range
         self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.ema_init = ema_init
+        self.ema_max_timescale = ema_max_timescale
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
@@ -310,6 +321,7 @@ CONFIG_KEYS = (
     "normalize_before_ffn use_normalized_ffn activation dropout "
     "hidden_dropout attention_dropout ffn_activation_dropout feature_dropout "
     "num_segments cross_attention initializer_range ema_delta_alpha_range "
-    "ema_beta_range ema_gamma_omega_range pad_token_id bos_token_id "
+    "ema_beta_range ema_gamma_omega_range ema_init ema_max_timescale "
+    "pad_token_id bos_token_id "
     "eos_token_id"
 ).split()

@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates or reuses .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.keras-mega-installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build that pip finds locally: anything that
+# pulls torch unpinned would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,convert,jax,tensorflow]"
+	touch $@
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) scripts/run_tests.py
+
+clean:
+	rm -rf $(VENV)

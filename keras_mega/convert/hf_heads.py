@@ -1,0 +1,322 @@
+"""Hugging Face Mega heads and tokenizer files -> keras-mega tasks.
+
+keras-mega's keras-hub loader hook (`keras_hub_compat`) calls `load_task`
+and `convert_tokenizer` for HF directories with `model_type: "mega"`, so
+`MegaTextClassifier.from_preset(hf_dir)` (and the other tasks) builds the
+task with the head's size from the HF config and the head's weights from
+the checkpoint.
+
+| HF head class | keras-mega task | HF weights -> task layers |
+|---|---|---|
+| `MegaForMaskedLM` | `MegaMaskedLM` | `dense` -> `mlm_head.dense`, `mlm_head` -> `mlm_head` (bias; kernel unless tied) |
+| `MegaForCausalLM` | `MegaCausalLM` | `dense` -> `lm_head.dense`, `lm_head` -> `lm_head` (bias; kernel unless tied) |
+| `MegaForSequenceClassification` | `MegaTextClassifier` | `classifier.dense` -> `pooled_dense`, `classifier.out_proj` -> `logits` |
+| `MegaForTokenClassification` | `MegaTokenClassifier` | `classifier` -> `logits` |
+| `MegaForMultipleChoice` | `MegaMultipleChoice` | `mega.pooler.dense` -> `pooler_dense`, `classifier` -> `logits` |
+| `MegaForQuestionAnswering` | `MegaQuestionAnswerer` | `qa_outputs` -> `qa_outputs` (start, end) |
+
+Label counts come from the HF config (`id2label`, else `num_labels`);
+`problem_type: "multi_label_classification"` gives `multi_label=True`, and
+one label without it is regression, as in HF. The head dropout is HF's
+`classifier_dropout` (else `hidden_dropout_prob`). Passing `num_classes` to
+`from_preset` keeps the backbone weights but starts a new head. Loading a
+checkpoint of another head class (or a bare `MegaModel`) also starts a new
+head, with a warning; a classifier then needs `num_classes`.
+"""
+
+import json
+import warnings
+
+import numpy as np
+
+from keras_mega.convert import hf
+from keras_mega.convert import keras_hub_compat as compat
+
+# Special tokens `MegaTokenizer` expects, by HF's `special_tokens_map` key.
+SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+# --- Tokenizer ---
+
+
+def _read_text(preset, name):
+    with open(compat.get_file(preset, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _check_special_tokens(preset):
+    if not compat.check_file_exists(preset, "special_tokens_map.json"):
+        return
+    special = json.loads(_read_text(preset, "special_tokens_map.json"))
+    for key, ours in SPECIAL_TOKENS.items():
+        theirs = special.get(key)
+        if isinstance(theirs, dict):
+            theirs = theirs.get("content")
+        if theirs is not None and theirs != ours:
+            raise ValueError(
+                f"{preset}: special_tokens_map.json sets {key}={theirs!r}; "
+                f"MegaTokenizer (RoBERTa's BPE) uses {ours!r}."
+            )
+
+
+def convert_tokenizer(cls, preset, **kwargs):
+    """Builds `cls` (a `MegaTokenizer`) from HF tokenizer files.
+
+    Reads `vocab.json` + `merges.txt` (RoBERTa's slow tokenizer files), or
+    else the BPE model inside `tokenizer.json`.
+    """
+    _check_special_tokens(preset)
+    if compat.check_file_exists(
+        preset, "vocab.json"
+    ) and compat.check_file_exists(preset, "merges.txt"):
+        vocabulary = json.loads(_read_text(preset, "vocab.json"))
+        merges = [
+            line
+            for line in _read_text(preset, "merges.txt").splitlines()
+            if line and not line.startswith("#version")
+        ]
+    elif compat.check_file_exists(preset, "tokenizer.json"):
+        model = json.loads(_read_text(preset, "tokenizer.json"))["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(
+                f"{preset}: tokenizer.json holds a {model.get('type')} model; "
+                "MegaTokenizer needs RoBERTa's byte-level BPE."
+            )
+        vocabulary = model["vocab"]
+        merges = [
+            m if isinstance(m, str) else " ".join(m) for m in model["merges"]
+        ]
+    else:
+        raise FileNotFoundError(
+            f"No tokenizer in {preset}: expected vocab.json and merges.txt, "
+            "or tokenizer.json."
+        )
+    return cls(vocabulary=vocabulary, merges=merges, **kwargs)
+
+
+# --- Task config ---
+
+
+def _head_dropout(hf_config):
+    dropout = hf_config.get("classifier_dropout")
+    if dropout is None:
+        dropout = hf_config.get("hidden_dropout_prob", 0.1)
+    return dropout
+
+
+def _num_labels(hf_config):
+    if hf_config.get("id2label"):
+        return len(hf_config["id2label"])
+    return hf_config.get("num_labels", 2)
+
+
+def _lm_kwargs(hf_config):
+    return {
+        "use_hidden_dense": hf_config.get("add_lm_hidden_dense_layer", True),
+        "tie_weights": hf_config.get("tie_word_embeddings", True),
+    }
+
+
+def _classifier_kwargs(hf_config):
+    return {"dropout": _head_dropout(hf_config)}
+
+
+def _multiple_choice_kwargs(hf_config):
+    return {"dropout": hf_config.get("hidden_dropout_prob", 0.1)}
+
+
+def _no_kwargs(hf_config):
+    return {}
+
+
+def _text_classifier_labels(hf_config):
+    """The trained head's label count and problem type."""
+    return {
+        "num_classes": _num_labels(hf_config),
+        "multi_label": hf_config.get("problem_type")
+        == "multi_label_classification",
+    }
+
+
+def _token_classifier_labels(hf_config):
+    return {"num_classes": _num_labels(hf_config)}
+
+
+# --- Head weights ---
+
+
+def _dense(layer, prefix):
+    return {
+        f"{prefix}.weight": (layer.kernel, np.transpose),
+        f"{prefix}.bias": (layer.bias, None),
+    }
+
+
+def _lm_head_map(head, hf_name):
+    weights = {f"{hf_name}.bias": (head.bias, None)}
+    if head.token_embedding is None:
+        weights[f"{hf_name}.weight"] = (head.kernel, np.transpose)
+    if head.dense is not None:
+        weights.update(_dense(head.dense, "dense"))
+    return weights
+
+
+def _masked_lm_map(task):
+    return _lm_head_map(task.lm_head, "mlm_head")
+
+
+def _causal_lm_map(task):
+    return _lm_head_map(task.lm_head, "lm_head")
+
+
+def _text_classifier_map(task):
+    return {
+        **_dense(task.pooled_dense, "classifier.dense"),
+        **_dense(task.output_dense, "classifier.out_proj"),
+    }
+
+
+def _token_classifier_map(task):
+    return _dense(task.output_dense, "classifier")
+
+
+def _multiple_choice_map(task):
+    return {
+        **_dense(task.pooler_dense, "mega.pooler.dense"),
+        **_dense(task.output_dense, "classifier"),
+    }
+
+
+def _question_answerer_map(task):
+    return _dense(task.span_dense, "qa_outputs")
+
+
+# Task class name -> (HF architecture, config -> task kwargs, config -> label
+# kwargs of a trained head (None: no labels), task -> weight map, HF
+# prefixes of the head's weights).
+HEADS = {
+    "MegaMaskedLM": (
+        "MegaForMaskedLM",
+        _lm_kwargs,
+        None,
+        _masked_lm_map,
+        ("dense.", "mlm_head."),
+    ),
+    "MegaCausalLM": (
+        "MegaForCausalLM",
+        _lm_kwargs,
+        None,
+        _causal_lm_map,
+        ("dense.", "lm_head."),
+    ),
+    "MegaTextClassifier": (
+        "MegaForSequenceClassification",
+        _classifier_kwargs,
+        _text_classifier_labels,
+        _text_classifier_map,
+        ("classifier.",),
+    ),
+    "MegaTokenClassifier": (
+        "MegaForTokenClassification",
+        _classifier_kwargs,
+        _token_classifier_labels,
+        _token_classifier_map,
+        ("classifier.",),
+    ),
+    "MegaMultipleChoice": (
+        "MegaForMultipleChoice",
+        _multiple_choice_kwargs,
+        None,
+        _multiple_choice_map,
+        ("mega.pooler.", "classifier."),
+    ),
+    "MegaQuestionAnswerer": (
+        "MegaForQuestionAnswering",
+        _no_kwargs,
+        None,
+        _question_answerer_map,
+        ("qa_outputs.",),
+    ),
+}
+
+
+def _head_of(cls):
+    for klass in cls.__mro__:
+        if klass.__name__ in HEADS:
+            return HEADS[klass.__name__]
+    return None
+
+
+def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
+    """Builds task `cls` from an HF Mega directory, head included.
+
+    Args:
+        loader: keras-hub's preset loader for the directory (`config` is the
+            HF config dict; `load_backbone` and `load_preprocessor` work).
+        cls: the task class.
+        load_weights: bool. Load the checkpoint's weights at all.
+        load_task_weights: bool. Load the head's weights and size (False
+            when `num_classes` is passed: a new head).
+        **kwargs: task arguments, which override the config's.
+    """
+    hf_config = loader.config
+    architecture = (hf_config.get("architectures") or [None])[0]
+    head = _head_of(cls)
+    matches = False
+    if head is not None:
+        hf_class, config_kwargs, label_kwargs = head[:3]
+        matches = architecture == hf_class
+        config_kwargs = config_kwargs(hf_config)
+        if label_kwargs and matches and load_task_weights:
+            # The trained head fixes the label count (`Task.from_preset`
+            # passes load_task_weights=False when given num_classes).
+            config_kwargs.update(label_kwargs(hf_config))
+        kwargs = {**config_kwargs, **kwargs}
+        if label_kwargs and kwargs.get("num_classes") is None:
+            raise ValueError(
+                f"{loader.preset} holds a {architecture}, not a {hf_class}: "
+                "its config does not give the label count. Pass "
+                f"num_classes=... to {cls.__name__}.from_preset()."
+            )
+        if hf_class == "MegaForQuestionAnswering" and matches:
+            if _num_labels(hf_config) != 2:
+                raise ValueError(
+                    "An HF MegaForQuestionAnswering head has 2 outputs "
+                    "(start, end); this config has "
+                    f"num_labels={_num_labels(hf_config)}."
+                )
+
+    checkpoint = None
+    if "backbone" not in kwargs:
+        backbone_kwargs, kwargs = loader.get_backbone_kwargs(**kwargs)
+        backbone = loader.load_backbone(
+            cls.backbone_cls, False, **backbone_kwargs
+        )
+        if load_weights:
+            checkpoint = hf.read_checkpoint(loader.preset)
+            hf.load_backbone_weights(backbone, checkpoint)
+        kwargs["backbone"] = backbone
+    if "preprocessor" not in kwargs and cls.preprocessor_cls:
+        kwargs["preprocessor"] = loader.load_preprocessor(cls.preprocessor_cls)
+    task = cls(**kwargs)
+
+    if head is None or not (load_weights and load_task_weights):
+        return task
+    if not matches:
+        warnings.warn(
+            f"{loader.preset} holds a {architecture}, not a {hf_class}: the "
+            f"{cls.__name__} head starts from random weights.",
+            stacklevel=2,
+        )
+        return task
+    if checkpoint is None:
+        checkpoint = hf.read_checkpoint(loader.preset)
+    hf.load_weights(head[3](task), checkpoint, owned_prefixes=head[4])
+    return task
+
