@@ -20,13 +20,18 @@ def _logit(p):
     return np.log(p) - np.log1p(-p)
 
 
+def timescales(ema_dim, max_timescale):
+    """The `ema_dim` target timescales `tau` (tokens), `q = 1 - 1 / tau`."""
+    return np.geomspace(2.0, max_timescale, ema_dim)
+
+
 def timescale_logits(kernel_dim, ema_dim, max_timescale, noise=0.0):
     """Damping and decay logits `[kernel_dim, ema_dim]` for the timescales.
 
     `noise` (std, in logit space) comes from numpy's global generator, which
     `keras.utils.set_random_seed` seeds.
     """
-    tau = np.geomspace(2.0, max_timescale, ema_dim)
+    tau = timescales(ema_dim, max_timescale)
     logits = np.broadcast_to(_logit(np.sqrt(1.0 / tau)), (kernel_dim, ema_dim))
     jitter = noise * np.random.standard_normal((2, kernel_dim, ema_dim))
     return logits + jitter[0], logits + jitter[1]

@@ -177,6 +177,13 @@ class MegaBlock(keras.layers.Layer):
         training=None,
     ):
         x = self.mega_layer(x, padding_mask=padding_mask, training=training)
+        return self._after_attention(
+            x, encoder_sequence_output, encoder_padding_mask, 0, training
+        )
+
+    def _after_attention(
+        self, x, encoder_sequence_output, encoder_padding_mask, position, training
+    ):
         if self.cross_attn is not None:
             if encoder_sequence_output is None:
                 raise ValueError(
@@ -187,11 +194,47 @@ class MegaBlock(keras.layers.Layer):
                 x,
                 encoder_sequence_output,
                 encoder_padding_mask=encoder_padding_mask,
+                query_offset=position,
                 training=training,
             )
         if self.nffn is not None:
             x = self.nffn(x, training=training)
         return x
+
+    def prefill(
+        self,
+        x,
+        padding_mask=None,
+        position=0,
+        max_length=None,
+        encoder_sequence_output=None,
+        encoder_padding_mask=None,
+    ):
+        """The full forward and the cache, see `MegaGatedAttention.prefill`."""
+        x, cache = self.mega_layer.prefill(x, padding_mask, position, max_length)
+        x = self._after_attention(
+            x, encoder_sequence_output, encoder_padding_mask, 0, False
+        )
+        return x, cache
+
+    def call_with_cache(
+        self,
+        x,
+        cache,
+        position,
+        encoder_sequence_output=None,
+        encoder_padding_mask=None,
+    ):
+        """Feeds `x` at `position`, see `MegaGatedAttention.call_with_cache`.
+
+        Cross attention, if any, recomputes its keys and values from the
+        encoder output: they do not grow with the decoded length.
+        """
+        x, cache = self.mega_layer.call_with_cache(x, cache, position)
+        x = self._after_attention(
+            x, encoder_sequence_output, encoder_padding_mask, position, False
+        )
+        return x, cache
 
     def compute_output_shape(self, input_shape):
         return input_shape

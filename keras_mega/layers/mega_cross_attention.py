@@ -124,11 +124,13 @@ class MegaCrossAttention(keras.layers.Layer):
         x,
         encoder_sequence_output,
         encoder_padding_mask=None,
+        query_offset=0,
         training=None,
         return_attention_scores=False,
     ):
         """`x`: `[B, Lq, D]`; `encoder_sequence_output`: `[B, Lk, D]`;
-        `encoder_padding_mask`: `[B, Lk]`, 1 = keep."""
+        `encoder_padding_mask`: `[B, Lk]`, 1 = keep; `query_offset`: position
+        of `x[:, 0]` in the decoded sequence (decoding with a cache)."""
         residual = x
         if self.normalize_before:
             x = self.norm(x, training=training)
@@ -148,11 +150,13 @@ class MegaCrossAttention(keras.layers.Layer):
         query = ops.cast(query, "float32")[:, None]
         key = ops.cast(key, "float32")[:, None]
         key_mask = key_mask[:, None]
-        if isinstance(q_len, int) and isinstance(k_len, int):
-            longest = max(q_len, k_len)
-        else:
-            longest = ops.maximum(q_len, k_len)
-        bias = self.rel_pos_bias.compute_bias(longest, longest)[:q_len, :k_len]
+        static = isinstance(q_len, int) and isinstance(k_len, int)
+        if static and isinstance(query_offset, int):
+            # HF: bias(max(Lq, Lk))[:Lq, :Lk]; the simple bias checks range.
+            self.rel_pos_bias.check_length(max(q_len + query_offset, k_len))
+        bias = self.rel_pos_bias.bias_at(
+            ops.arange(q_len) + query_offset, ops.arange(k_len)
+        )
         bias = ops.cast(bias, "float32")
         scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
         if self.attention_activation == "softmax":
@@ -161,11 +165,7 @@ class MegaCrossAttention(keras.layers.Layer):
             lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
             scores = scores / ops.maximum(lengths, 1.0)[:, :, None, None]
         weights = attention_weights(
-            scores + bias,
-            key_mask,
-            self.attention_activation,
-            causal=False,
-            unmask_empty_rows=False,
+            scores + bias, key_mask[:, :, None, :], self.attention_activation
         )
         if self.attention_activation == "softmax":
             # No real key at all: zero attention rather than NaN (HF).

@@ -202,6 +202,23 @@ class MegaEMA(keras.layers.Layer):
             ema = fft_convolution(u, kernel)
         return self._output(x, ops.transpose(ema, (0, 2, 1)))
 
+    def state_at(self, x, position, padding_mask=None):
+        """The recurrent state after the tokens before `position`.
+
+        `h[d, n] = sum_{s < position} q**(position - 1 - s) * p * beta * x_s`,
+        computed in parallel from a whole sequence `x` `[B, L, hidden_dim]`
+        (later tokens are ignored, not zeroed: zeroed inputs would still
+        decay the state). `position` may be a scalar tensor.
+        """
+        u = self._masked_channels_first(x, padding_mask)  # [B, D, L]
+        p_beta, q, _ = self.coefficients()
+        steps = ops.arange(ops.shape(u)[-1], dtype="float32")
+        lag = ops.cast(position, "float32") - 1.0 - steps  # [L]
+        seen = ops.cast(lag >= 0, "float32")
+        lag = ops.maximum(lag, 0.0)
+        weights = ops.exp(lag[None, None, :] * ops.log(q)[:, :, None]) * seen
+        return ops.einsum("bdl,dnl->bdn", u, p_beta[:, :, None] * weights)
+
     def initial_state(self, batch_size):
         return ops.zeros((batch_size, self.hidden_dim, self.ema_dim), "float32")
 

@@ -36,64 +36,31 @@ def dense(units, initializer_range, name):
     )
 
 
-def attention_weights(
-    scores,
-    key_mask,
-    attention_activation,
-    causal,
-    query_positions=None,
-    key_positions=None,
-    unmask_empty_rows=True,
-):
-    """Turns float32 scores `[..., Q, K]` into attention weights.
+def attention_weights(scores, allowed, attention_activation):
+    """Turns float32 scores `[B, n, Q, K]` into attention weights.
 
     Args:
-        scores: `[B, n, Q, K]`, scaled `q k^T` plus the relative bias; for
-            element attentions, `q k^T` plus bias after dividing by the
-            length (done here).
-        key_mask: `[B, n, K]` bool, True for real keys.
+        scores: `q k^T` (scaled for softmax, divided by the number of keys for
+            element attention) plus the relative bias.
+        allowed: bool, broadcastable to `scores`: which keys each query sees.
         attention_activation: "softmax", "laplace" or "relu2".
-        causal: bool. Query at position `i` sees keys at `j <= i`.
-        query_positions, key_positions: int positions `[Q]`, `[K]` used for
-            the causal mask (default `arange`).
-        unmask_empty_rows: softmax only: when a chunk has no real key at
-            all, attend to all of its keys (as fairseq and HF do).
     """
-    q_len, k_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
-    if query_positions is None:
-        query_positions = ops.arange(q_len)
-    if key_positions is None:
-        key_positions = ops.arange(k_len)
-    causal_mask = None
-    if causal:
-        causal_mask = key_positions[None, :] <= query_positions[:, None]
-
     if attention_activation == "softmax":
-        allowed = key_mask
-        if unmask_empty_rows:
-            empty = ops.logical_not(ops.any(key_mask, axis=-1, keepdims=True))
-            allowed = ops.logical_or(allowed, empty)
-        allowed = allowed[:, :, None, :]
-        if causal_mask is not None:
-            allowed = ops.logical_and(allowed, causal_mask)
-        scores = ops.where(allowed, scores, MASK_VALUE)
-        return ops.softmax(scores, axis=-1)
-
-    # Element attention: the scores were divided by the number of keys a
-    # query sees (causal: its position + 1; else the chunk's real keys).
+        return ops.softmax(ops.where(allowed, scores, MASK_VALUE), axis=-1)
     weights = element_attention_function(attention_activation)(scores)
-    weights = weights * ops.cast(key_mask, "float32")[:, :, None, :]
-    if causal_mask is not None:
-        weights = weights * ops.cast(causal_mask, "float32")
-    return weights
+    return weights * ops.cast(allowed, "float32")
 
 
-def element_lengths(key_mask, causal, query_positions):
-    """The divisor of element attention, broadcastable to `[B, n, Q, K]`."""
-    if causal:
-        return ops.cast(query_positions + 1, "float32")[:, None]
-    lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
-    return ops.maximum(lengths, 1.0)[:, :, None, None]
+def padding_allowed(key_mask, unmask_empty_rows):
+    """`[B, n, 1, K]` from a chunked key mask `[B, n, K]`.
+
+    With `unmask_empty_rows` (softmax), a chunk with no real key at all
+    attends to all of its keys, as fairseq and HF do.
+    """
+    if unmask_empty_rows:
+        empty = ops.logical_not(ops.any(key_mask, axis=-1, keepdims=True))
+        key_mask = ops.logical_or(key_mask, empty)
+    return key_mask[:, :, None, :]
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
@@ -298,48 +265,102 @@ class MegaGatedAttention(keras.layers.Layer):
         query,
         key,
         value,
-        key_mask,
-        query_offset=0,
-        key_offset=0,
+        allowed,
+        query_positions,
+        key_positions,
+        key_mask=None,
         training=None,
     ):
-        """Single-head attention of chunked queries over chunked keys.
+        """Single-head attention, chunk by chunk.
 
         Args:
             query: `[B, n, Q, Z]`. key: `[B, n, K, Z]`. value: `[B, n, K, H]`.
-            key_mask: `[B, n, K]` bool, True for real keys.
-            query_offset, key_offset: position of the first query / key
-                inside its chunk (for decoding with a cache).
+            allowed: bool broadcastable to `[B, n, Q, K]`.
+            query_positions, key_positions: `[Q]`, `[K]` int positions inside
+                the chunk (whole sequence when unchunked), for the relative
+                bias and the causal length of element attention.
+            key_mask: `[B, n, K]` bool, real keys: the divisor of
+                non-causal element attention (else all keys count).
 
         Returns:
             `(output [B, n, Q, H], weights [B, n, Q, K] float32)`.
         """
-        q_len, k_len = ops.shape(query)[2], ops.shape(key)[2]
-        query_positions = ops.arange(q_len) + query_offset
-        key_positions = ops.arange(k_len) + key_offset
         query = ops.cast(query, "float32")
         key = ops.cast(key, "float32")
-        bias = self.rel_pos_bias.compute_bias(q_len, k_len, query_offset - key_offset)
-        bias = ops.cast(bias, "float32")
         if self.attention_activation == "softmax":
             query = query * self.shared_dim**-0.5
         scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
         if self.attention_activation != "softmax":
-            scores = scores / element_lengths(
-                key_mask, self.causal, query_positions
-            )
-        scores = scores + bias
-        weights = attention_weights(
-            scores,
-            key_mask,
-            self.attention_activation,
-            self.causal,
-            query_positions,
-            key_positions,
-        )
+            # Divide by the number of keys a query sees: causal, its
+            # position + 1; else the chunk's real keys (HF, fairseq).
+            if self.causal:
+                lengths = ops.cast(query_positions + 1, "float32")[:, None]
+            else:
+                if key_mask is None:
+                    key_mask = ops.ones(ops.shape(key)[:3], "bool")
+                lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
+                lengths = ops.maximum(lengths, 1.0)[:, :, None, None]
+            scores = scores / lengths
+        bias = self.rel_pos_bias.bias_at(query_positions, key_positions)
+        scores = scores + ops.cast(bias, "float32")
+        weights = attention_weights(scores, allowed, self.attention_activation)
         dropped = self.attention_dropout_layer(weights, training=training)
         dropped = ops.cast(dropped, value.dtype)
         return ops.einsum("bnqk,bnkh->bnqh", dropped, value), weights
+
+    def _chunked_attention(self, query, key, value, padding_mask, training):
+        """Attention over `[B, L, ...]` inputs, in chunks of `chunk_size`."""
+        batch_size, length = ops.shape(query)[0], ops.shape(query)[1]
+        if padding_mask is None:
+            key_mask = ops.ones((batch_size, length), "float32")
+        else:
+            key_mask = ops.cast(padding_mask, "float32")
+        chunk = self.chunk_size or length
+        if isinstance(chunk, int):
+            self.rel_pos_bias.check_length(chunk)
+        pad = (-length) % chunk if self.chunk_size else 0
+        tensors = query, key, value, key_mask
+        if not (isinstance(pad, int) and pad == 0):
+            tensors = [
+                ops.pad(t, [[0, 0], [0, pad]] + [[0, 0]] * (len(t.shape) - 2))
+                for t in tensors
+            ]
+
+        def chunked(t):
+            return ops.reshape(
+                t, (batch_size, -1, chunk) + tuple(ops.shape(t)[2:])
+            )
+
+        query, key, value, key_mask = [chunked(t) for t in tensors]
+        key_mask = ops.cast(key_mask, "bool")
+        positions = ops.arange(chunk)
+        allowed = padding_allowed(
+            key_mask, self.attention_activation == "softmax"
+        )
+        if self.causal:
+            causal = positions[None, :] <= positions[:, None]
+            allowed = ops.logical_and(allowed, causal)
+        attended, weights = self.attend(
+            query,
+            key,
+            value,
+            allowed,
+            positions,
+            positions,
+            key_mask=key_mask,
+            training=training,
+        )
+        attended = ops.reshape(attended, (batch_size, -1, self.intermediate_dim))
+        return attended[:, :length], weights
+
+    def _project(self, x, padding_mask, training):
+        """Norm, values, EMA and gates of `x` `[B, L, D]`."""
+        residual = x
+        if self.normalize_before:
+            x = self.norm(x, training=training)
+        value = self.activation_fn(self.v_proj(x))
+        value = self.hidden_dropout_layer(value, training=training)
+        return residual, x, value
 
     def call(
         self,
@@ -354,45 +375,159 @@ class MegaGatedAttention(keras.layers.Layer):
         the attention weights `[B, chunks, chunk, chunk]` (one chunk of `L`
         when chunking is off; padding added for chunking included).
         """
-        residual = x
-        if self.normalize_before:
-            x = self.norm(x, training=training)
-        value = self.activation_fn(self.v_proj(x))
-        value = self.hidden_dropout_layer(value, training=training)
+        residual, x, value = self._project(x, padding_mask, training)
         ema_output = self.ema_gate(x, padding_mask=padding_mask)
         u, r, hx, query, key = self._gates(x, ema_output, training)
-
-        batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
-        if padding_mask is None:
-            key_mask = ops.ones((batch_size, length), "float32")
-        else:
-            key_mask = ops.cast(padding_mask, "float32")
-        chunk = self.chunk_size or length
-        pad = (-length) % chunk if self.chunk_size else 0
-        if isinstance(pad, int) and pad == 0:
-            padded = query, key, value, key_mask
-        else:
-            padded = [
-                ops.pad(t, [[0, 0], [0, pad]] + [[0, 0]] * (len(t.shape) - 2))
-                for t in (query, key, value, key_mask)
-            ]
-
-        def chunked(t):
-            return ops.reshape(
-                t, (batch_size, -1, chunk) + tuple(ops.shape(t)[2:])
-            )
-
-        query, key, value, key_mask = [chunked(t) for t in padded]
-        key_mask = ops.cast(key_mask, "bool")
-        attended, weights = self.attend(
-            query, key, value, key_mask, training=training
+        attended, weights = self._chunked_attention(
+            query, key, value, padding_mask, training
         )
-        attended = ops.reshape(attended, (batch_size, -1, self.intermediate_dim))
-        attended = attended[:, :length]
         out = self._output(residual, u, r, hx, attended, training)
         if return_attention_scores:
             return out, weights
         return out
+
+    # --- Decoding with a cache ---
+
+    def _check_decodable(self):
+        if not self.causal or self.bidirectional:
+            raise ValueError(
+                "Decoding with a cache needs a causal model with a "
+                "unidirectional EMA (causal=True, bidirectional=False); this "
+                f"layer has causal={self.causal}, "
+                f"bidirectional={self.bidirectional}."
+            )
+
+    def cache_window(self, max_length):
+        """Key/value slots a cache keeps: one chunk, or the whole length."""
+        if self.chunk_size:
+            return self.chunk_size
+        if (
+            self.relative_position_bias == "simple"
+            and max_length > self.max_sequence_length
+        ):
+            raise ValueError(
+                f"Cannot decode {max_length} tokens with the simple relative "
+                "bias, which supports max_sequence_length="
+                f"{self.max_sequence_length}. Raise `max_sequence_length`, "
+                "use chunking or the rotary bias."
+            )
+        return max_length
+
+    def prefill(self, x, padding_mask=None, position=0, max_length=None):
+        """The full forward, plus the cache for decoding from `position`.
+
+        Args:
+            x: `[B, L, hidden_dim]`.
+            padding_mask: `[B, L]`, 1 = keep.
+            position: int (or scalar tensor): the first position the cache
+                will be fed. The cache holds the EMA state after the tokens
+                before `position` (not after all of `x`: keras-hub's sampler
+                feeds the token at `position` again) and their keys/values in
+                the current chunk.
+            max_length: int. Positions the cache must serve when attention
+                is not chunked (defaults to `L`).
+
+        Returns:
+            `(output [B, L, hidden_dim], cache)`, `cache` a tuple
+            `(ema_state [B, D, N] float32, keys [B, W, Z], values [B, W, H])`
+            with `W = chunk_size`, or `max_length` without chunking.
+        """
+        self._check_decodable()
+        length = ops.shape(x)[1]
+        window = self.cache_window(max_length or length)
+        residual, normed, value = self._project(x, padding_mask, False)
+        ema_output = self.ema_gate(normed, padding_mask=padding_mask)
+        u, r, hx, query, key = self._gates(normed, ema_output, False)
+        attended, _ = self._chunked_attention(
+            query, key, value, padding_mask, False
+        )
+        out = self._output(residual, u, r, hx, attended, False)
+
+        ema_state = self.ema_gate.state_at(normed, position, padding_mask)
+        start = position - position % self.chunk_size if self.chunk_size else 0
+        padded = [
+            ops.pad(t, [[0, 0], [0, window], [0, 0]]) for t in (key, value)
+        ]
+        key_window, value_window = [
+            ops.slice(t, (0, start, 0), (ops.shape(t)[0], window, ops.shape(t)[2]))
+            for t in padded
+        ]
+        return out, (ema_state, key_window, value_window)
+
+    def empty_cache(self, batch_size, max_length):
+        """A cache for decoding from position 0."""
+        self._check_decodable()
+        window = self.cache_window(max_length)
+        return (
+            self.ema_gate.initial_state(batch_size),
+            ops.zeros((batch_size, window, self.shared_dim), self.compute_dtype),
+            ops.zeros(
+                (batch_size, window, self.intermediate_dim), self.compute_dtype
+            ),
+        )
+
+    def call_with_cache(self, x, cache, position):
+        """Feeds the tokens at `position, ..., position + T - 1`.
+
+        Equals `call()` on the whole sequence at these positions. The block
+        may cross chunk boundaries; memory stays one chunk of keys/values
+        plus the EMA state when attention is chunked.
+
+        Args:
+            x: `[B, T, hidden_dim]`, T >= 1 new tokens (all real).
+            cache: from `prefill()`, `empty_cache()` or a previous call.
+            position: int or scalar int tensor, position of `x[:, 0]`.
+
+        Returns:
+            `(output [B, T, hidden_dim], new_cache)`.
+        """
+        self._check_decodable()
+        ema_state, key_window, value_window = cache
+        residual, normed, value = self._project(x, None, False)
+        ema_output, ema_state = self.ema_gate.step(normed, ema_state)
+        u, r, hx, query, key = self._gates(normed, ema_output, False)
+
+        block = ops.shape(x)[1]
+        window = ops.shape(key_window)[1]
+        chunk = self.chunk_size or window
+        position = ops.convert_to_tensor(position, "int32")
+        query_pos = position + ops.arange(block, dtype="int32")
+        start = position - position % chunk if self.chunk_size else 0
+        window_pos = start + ops.arange(window, dtype="int32")
+        key_pos = ops.concatenate([window_pos, query_pos])
+        valid = ops.concatenate(
+            [window_pos < position, ops.ones((block,), "bool")]
+        )
+        allowed = ops.logical_and(valid[None, :], key_pos[None, :] <= query_pos[:, None])
+        if self.chunk_size:
+            same_chunk = key_pos[None, :] // chunk == query_pos[:, None] // chunk
+            allowed = ops.logical_and(allowed, same_chunk)
+        keys = ops.concatenate([key_window, ops.cast(key, key_window.dtype)], 1)
+        values = ops.concatenate(
+            [value_window, ops.cast(value, value_window.dtype)], 1
+        )
+        in_chunk = (lambda p: p % chunk) if self.chunk_size else (lambda p: p)
+        attended, _ = self.attend(
+            query[:, None],
+            keys[:, None],
+            values[:, None],
+            allowed[None, None],
+            in_chunk(query_pos),
+            in_chunk(key_pos),
+        )
+        out = self._output(residual, u, r, hx, attended[:, 0], False)
+
+        # The new window: the chunk of the last token fed.
+        last = position + block - 1
+        new_start = last - last % chunk if self.chunk_size else 0
+        slot_pos = new_start + ops.arange(window, dtype="int32")
+        index = ops.where(
+            slot_pos < position, slot_pos - start, window + slot_pos - position
+        )
+        index = ops.clip(index, 0, window + block - 1)
+        key_window = ops.take(keys, index, axis=1)
+        value_window = ops.take(values, index, axis=1)
+        return out, (ema_state, key_window, value_window)
 
     def compute_output_shape(self, input_shape):
         return input_shape

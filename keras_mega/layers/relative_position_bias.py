@@ -55,6 +55,17 @@ class SimpleRelativePositionBias(keras.layers.Layer):
         )
         self.built = True
 
+    def check_length(self, length):
+        """Raises a clear error for sequences the bias cannot serve."""
+        if length > self.max_offset:
+            raise ValueError(
+                f"Sequence length {length} is longer than the simple "
+                f"relative position bias supports ({self.max_offset}). "
+                "Raise `max_sequence_length` (or use chunked attention with "
+                "a smaller `chunk_size`), or use "
+                "relative_position_bias='rotary', which has no limit."
+            )
+
     def compute_bias(self, query_length, key_length, query_offset=0):
         """Returns the `[query_length, key_length]` bias.
 
@@ -62,19 +73,23 @@ class SimpleRelativePositionBias(keras.layers.Layer):
         """
         if not self.built:
             self.build()
-        static = isinstance(query_length, int) and isinstance(key_length, int)
-        longest = max(query_length, key_length) if static else 0
-        if longest > self.max_offset:
-            raise ValueError(
-                f"Sequence length {longest} is longer than the simple "
-                f"relative position bias supports ({self.max_offset}). "
-                "Raise `max_sequence_length` (or use chunked attention with "
-                "a smaller `chunk_size`), or use "
-                "relative_position_bias='rotary', which has no limit."
-            )
-        rows = ops.arange(query_length)[:, None] + query_offset
-        cols = ops.arange(key_length)[None, :]
-        index = self.max_offset - 1 + cols - rows
+        if isinstance(query_length, int) and isinstance(key_length, int):
+            self.check_length(max(query_length, key_length))
+        return self.bias_at(
+            ops.arange(query_length) + query_offset, ops.arange(key_length)
+        )
+
+    def bias_at(self, query_positions, key_positions):
+        """The bias `[Q, K]` between arbitrary positions `[Q]` and `[K]`.
+
+        Offsets beyond the range are clipped (callers mask those pairs).
+        """
+        if not self.built:
+            self.build()
+        offset = key_positions[None, :] - query_positions[:, None]
+        index = ops.clip(
+            self.max_offset - 1 + offset, 0, 2 * self.max_sequence_length - 2
+        )
         return ops.take(self.rel_pos_bias, index)
 
     def call(self, query_length, key_length, query_offset=0):
@@ -141,12 +156,23 @@ class RotaryRelativePositionBias(keras.layers.Layer):
         a, b = vector[:, :half], vector[:, half:]
         return ops.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
 
+    def check_length(self, length):
+        """Any length works."""
+
     def compute_bias(self, query_length, key_length, query_offset=0):
         """Returns the `[query_length, key_length]` bias (float32)."""
         if not self.built:
             self.build()
-        rows = self._rotate(self.alpha, ops.arange(query_length) + query_offset)
-        cols = self._rotate(self.b_param, ops.arange(key_length))
+        return self.bias_at(
+            ops.arange(query_length) + query_offset, ops.arange(key_length)
+        )
+
+    def bias_at(self, query_positions, key_positions):
+        """The bias `[Q, K]` between arbitrary positions `[Q]` and `[K]`."""
+        if not self.built:
+            self.build()
+        rows = self._rotate(self.alpha, query_positions)
+        cols = self._rotate(self.b_param, key_positions)
         return ops.matmul(rows, ops.transpose(cols))
 
     def call(self, query_length, key_length, query_offset=0):

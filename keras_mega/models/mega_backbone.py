@@ -306,6 +306,82 @@ class MegaBackbone(Backbone):
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
 
+    # --- Decoding with a cache (used by MegaCausalLM) ---
+
+    def embed(self, token_ids, segment_ids=None):
+        """Token (plus segment) embeddings, `[B, L, hidden_dim]`."""
+        x = self.token_embedding(token_ids)
+        if self.segment_embedding is not None:
+            if segment_ids is None:
+                segment_ids = keras.ops.zeros_like(token_ids)
+            x = x + self.segment_embedding(segment_ids)
+        return x
+
+    def prefill(self, inputs, position, max_length=None):
+        """The full forward and a decoding cache ready for `position`.
+
+        Args:
+            inputs: the backbone's input dict.
+            position: int or scalar int tensor: the first position that
+                `call_with_cache` will be fed. Tokens at and after it are
+                left out of the cache (their outputs are still computed).
+            max_length: int. Longest sequence the cache must serve without
+                chunking (default: the input length).
+
+        Returns:
+            `(sequence_output [B, L, hidden_dim], cache)`: a tuple with one
+            `(ema_state, keys, values)` entry per layer. With chunking its
+            size is independent of the sequence length.
+        """
+        x = self.embed(inputs["token_ids"], inputs.get("segment_ids"))
+        caches = []
+        for block in self.mega_layers:
+            x, cache = block.prefill(
+                x,
+                padding_mask=inputs["padding_mask"],
+                position=position,
+                max_length=max_length,
+                encoder_sequence_output=inputs.get("encoder_sequence_output"),
+                encoder_padding_mask=inputs.get("encoder_padding_mask"),
+            )
+            caches.append(cache)
+        return x, tuple(caches)
+
+    def empty_cache(self, batch_size, max_length):
+        """A cache for decoding from position 0 (streaming from scratch)."""
+        return tuple(
+            block.mega_layer.empty_cache(batch_size, max_length)
+            for block in self.mega_layers
+        )
+
+    def call_with_cache(
+        self,
+        token_ids,
+        cache,
+        position,
+        segment_ids=None,
+        encoder_sequence_output=None,
+        encoder_padding_mask=None,
+    ):
+        """Feeds a block of tokens `[B, T]` at `position`.
+
+        Returns `(sequence_output [B, T, hidden_dim], new_cache)`, equal to
+        the full forward at these positions. Blocks may have any length and
+        cross chunk boundaries, e.g. to score a long document as a stream.
+        """
+        x = self.embed(token_ids, segment_ids)
+        caches = []
+        for block, layer_cache in zip(self.mega_layers, cache):
+            x, layer_cache = block.call_with_cache(
+                x,
+                layer_cache,
+                position,
+                encoder_sequence_output=encoder_sequence_output,
+                encoder_padding_mask=encoder_padding_mask,
+            )
+            caches.append(layer_cache)
+        return x, tuple(caches)
+
     def get_config(self):
         config = super().get_config()
         for name in CONFIG_KEYS:
