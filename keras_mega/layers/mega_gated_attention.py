@@ -448,8 +448,16 @@ class MegaGatedAttention(keras.layers.Layer):
         padded = [
             ops.pad(t, [[0, 0], [0, window], [0, 0]]) for t in (key, value)
         ]
+        # Slots at or after `position` are not fed yet: zero them.
+        seen = start + ops.arange(window) < position
         key_window, value_window = [
-            ops.slice(t, (0, start, 0), (ops.shape(t)[0], window, ops.shape(t)[2]))
+            ops.where(
+                seen[None, :, None],
+                ops.slice(
+                    t, (0, start, 0), (ops.shape(t)[0], window, ops.shape(t)[2])
+                ),
+                0,
+            )
             for t in padded
         ]
         return out, (ema_state, key_window, value_window)
