@@ -175,21 +175,47 @@ class MegaBlock(keras.layers.Layer):
         encoder_sequence_output=None,
         encoder_padding_mask=None,
         training=None,
+        return_attention_scores=False,
     ):
-        x = self.mega_layer(x, padding_mask=padding_mask, training=training)
-        return self._after_attention(
-            x, encoder_sequence_output, encoder_padding_mask, 0, training
+        """`return_attention_scores=True` also returns the attention weights
+        (see `MegaGatedAttention`) and, with cross attention, the cross
+        attention weights: `(x, weights)` or `(x, weights, cross_weights)`."""
+        x, weights = self.mega_layer(
+            x,
+            padding_mask=padding_mask,
+            training=training,
+            return_attention_scores=True,
         )
+        cross_weights = None
+        if self.cross_attn is not None:
+            self._check_encoder(encoder_sequence_output)
+            x, cross_weights = self.cross_attn(
+                x,
+                encoder_sequence_output,
+                encoder_padding_mask=encoder_padding_mask,
+                training=training,
+                return_attention_scores=True,
+            )
+        if self.nffn is not None:
+            x = self.nffn(x, training=training)
+        if not return_attention_scores:
+            return x
+        if cross_weights is None:
+            return x, weights
+        return x, weights, cross_weights
+
+    def _check_encoder(self, encoder_sequence_output):
+        if encoder_sequence_output is None:
+            raise ValueError(
+                "This MegaBlock has cross_attention=True: pass "
+                "`encoder_sequence_output`."
+            )
 
     def _after_attention(
         self, x, encoder_sequence_output, encoder_padding_mask, position, training
     ):
         if self.cross_attn is not None:
-            if encoder_sequence_output is None:
-                raise ValueError(
-                    "This MegaBlock has cross_attention=True: pass "
-                    "`encoder_sequence_output`."
-                )
+            self._check_encoder(encoder_sequence_output)
             x = self.cross_attn(
                 x,
                 encoder_sequence_output,
@@ -238,6 +264,26 @@ class MegaBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(
+        self,
+        x,
+        encoder_sequence_output=None,
+        return_attention_scores=False,
+        **kwargs,
+    ):
+        output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        _, weights = self.mega_layer.compute_output_spec(
+            x, return_attention_scores=True
+        )
+        if self.cross_attn is None:
+            return output, weights
+        _, cross = self.cross_attn.compute_output_spec(
+            x, encoder_sequence_output, return_attention_scores=True
+        )
+        return output, weights, cross
 
     def get_config(self):
         config = super().get_config()

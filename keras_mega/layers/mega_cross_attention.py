@@ -188,6 +188,15 @@ class MegaCrossAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
 
+    def compute_output_spec(
+        self, x, encoder_sequence_output, return_attention_scores=False, **kwargs
+    ):
+        output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        shape = (x.shape[0], x.shape[1], encoder_sequence_output.shape[1])
+        return output, keras.KerasTensor(shape, "float32")
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -540,6 +540,16 @@ class MegaGatedAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def compute_output_spec(self, x, return_attention_scores=False, **kwargs):
+        output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        batch_size, length = x.shape[0], x.shape[1]
+        chunk = self.chunk_size or length
+        chunks = None if self.chunk_size else 1
+        weights = keras.KerasTensor((batch_size, chunks, chunk, chunk), "float32")
+        return output, weights
+
     def get_config(self):
         config = super().get_config()
         config.update(

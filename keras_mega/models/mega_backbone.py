@@ -260,11 +260,15 @@ class MegaBackbone(Backbone):
         if num_segments:
             x = x + self.segment_embedding(inputs["segment_ids"])
         for block in self.mega_layers:
-            x = block(
+            # Every call of a block returns its attention weights too, so
+            # that `feature_extractor()` can reuse the blocks (Keras wants
+            # one output structure per layer).
+            x, *_ = block(
                 x,
                 padding_mask=inputs["padding_mask"],
                 encoder_sequence_output=inputs.get("encoder_sequence_output"),
                 encoder_padding_mask=inputs.get("encoder_padding_mask"),
+                return_attention_scores=True,
             )
         super().__init__(inputs=inputs, outputs=x, dtype=dtype, **kwargs)
 
@@ -305,6 +309,83 @@ class MegaBackbone(Backbone):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
+
+    # --- Per-layer outputs, attention maps, embeddings input ---
+
+    def feature_extractor(
+        self,
+        output_hidden_states=True,
+        output_attentions=False,
+        inputs_embeds=False,
+    ):
+        """A functional model over this backbone's layers (shared weights).
+
+        The Keras counterpart of HF's `output_hidden_states`,
+        `output_attentions` and `inputs_embeds`. The returned model shares
+        every weight with the backbone: train either, both change.
+
+        Args:
+            output_hidden_states: bool. Add `"hidden_states"`: the embedding
+                output followed by each layer's output (`num_layers + 1`
+                tensors `[B, L, hidden_dim]`, as HF orders them).
+            output_attentions: bool. Add `"attentions"`: each layer's
+                attention weights `[B, chunks, chunk, chunk]` (one chunk of
+                `L` without chunking; with chunking, the last chunk includes
+                the padding added to reach a chunk multiple), and with cross
+                attention `"cross_attentions"` `[B, L, L_encoder]`.
+            inputs_embeds: bool. Take `"inputs_embeds"` `[B, L, hidden_dim]`
+                (e.g. projected pixels or audio frames) instead of
+                `"token_ids"`; segment embeddings are still added.
+
+        Returns:
+            A `keras.Model` whose output is a dict with `"sequence_output"`
+            and the requested entries.
+
+        Example:
+        ```python
+        features = backbone.feature_extractor(output_attentions=True)
+        out = features({"token_ids": ids, "padding_mask": mask})
+        out["hidden_states"][0]  # embeddings; out["attentions"][i]: layer i
+        ```
+        """
+        inputs = {
+            name: keras.Input(
+                shape=tensor.shape[1:], dtype=tensor.dtype, name=name
+            )
+            for name, tensor in self.input.items()
+            if not (inputs_embeds and name == "token_ids")
+        }
+        if inputs_embeds:
+            inputs["inputs_embeds"] = keras.Input(
+                shape=(None, self.hidden_dim), name="inputs_embeds"
+            )
+            x = inputs["inputs_embeds"]
+            if self.segment_embedding is not None:
+                x = x + self.segment_embedding(inputs["segment_ids"])
+        else:
+            x = self.embed(inputs["token_ids"], inputs.get("segment_ids"))
+        hidden_states, attentions, cross_attentions = [x], [], []
+        encoder = inputs.get("encoder_sequence_output")
+        encoder_mask = inputs.get("encoder_padding_mask")
+        for block in self.mega_layers:
+            x, weights, *cross = block(
+                x,
+                padding_mask=inputs["padding_mask"],
+                encoder_sequence_output=encoder,
+                encoder_padding_mask=encoder_mask,
+                return_attention_scores=True,
+            )
+            attentions.append(weights)
+            cross_attentions.extend(cross)
+            hidden_states.append(x)
+        outputs = {"sequence_output": x}
+        if output_hidden_states:
+            outputs["hidden_states"] = hidden_states
+        if output_attentions:
+            outputs["attentions"] = attentions
+            if cross_attentions:
+                outputs["cross_attentions"] = cross_attentions
+        return keras.Model(inputs, outputs, name=f"{self.name}_features")
 
     # --- Decoding with a cache (used by MegaCausalLM) ---
 
