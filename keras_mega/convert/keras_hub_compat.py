@@ -61,6 +61,19 @@ class MegaAwareTransformersPresetLoader(_OriginalLoader):
         return hf_heads.convert_tokenizer(cls, self.preset, **kwargs)
 
 
+class MegaAwareKerasPresetLoader(preset_utils.KerasPresetLoader):
+    """keras-hub's loader of Keras presets, refusing newer keras-mega
+    preset formats with a clear error."""
+
+    def __init__(self, preset, config):
+        super().__init__(preset, config)
+        if str(config.get("registered_name", "")).startswith("keras_mega>"):
+            from keras_mega.models.mega_model_mixin import check_preset_format
+
+            check_preset_format(preset)
+
+
 def register_hf_mega_loader():
     """Makes keras-hub's `from_preset` read HF Mega directories."""
     preset_loader.TransformersPresetLoader = MegaAwareTransformersPresetLoader
+    preset_utils.KerasPresetLoader = MegaAwareKerasPresetLoader

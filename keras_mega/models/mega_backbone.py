@@ -6,6 +6,7 @@ from keras_hub.models import Backbone
 
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.mega_block import MegaBlock
+from keras_mega.models.mega_model_mixin import MegaModelMixin
 
 
 def _embedding_initializer(stddev, pad_token_id):
@@ -21,7 +22,7 @@ def _embedding_initializer(stddev, pad_token_id):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaBackbone(Backbone):
+class MegaBackbone(MegaModelMixin, Backbone):
     """Mega (Moving Average Equipped Gated Attention) backbone.
 
     Token embeddings (no positional embedding: the EMA and the relative bias

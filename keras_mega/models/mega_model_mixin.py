@@ -1,0 +1,142 @@
+"""Behaviour shared by every keras-mega model and preprocessing layer."""
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+
+import keras
+import numpy as np
+
+from keras_mega.backend import is_concrete
+
+# Version of the preset layout keras-mega writes; presets of a newer format
+# are refused with a clear error instead of failing somewhere inside.
+PRESET_FORMAT_VERSION = 1
+PRESET_FORMAT_FILE = "keras_mega.json"
+
+
+def check_token_ids(token_ids, vocabulary_size):
+    """Raises a `ValueError` naming the first id outside the vocabulary.
+
+    Only concrete values are checked (eager calls, and arrays handed to
+    `fit`/`predict`/`evaluate`); traced values pass through.
+    """
+    if token_ids is None or not is_concrete(token_ids):
+        return
+    ids = np.asarray(keras.ops.convert_to_numpy(token_ids))
+    if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        return
+    bad = (ids < 0) | (ids >= vocabulary_size)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"Token id {int(ids[where])} at index {where} is out of range: "
+            f"the vocabulary has {vocabulary_size} ids (0 to "
+            f"{vocabulary_size - 1}). Check the tokenizer matches the model."
+        )
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary sibling of `path` that replaces `path` on success.
+
+    On an error (or an interrupt) the temporary directory is removed and an
+    existing `path` is left as it was.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{tag}")
+    old = os.path.join(parent, f".{os.path.basename(path)}.old-{tag}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        with open(os.path.join(tmp, PRESET_FORMAT_FILE), "w") as f:
+            from keras_mega import __version__
+
+            json.dump(
+                {
+                    "format_version": PRESET_FORMAT_VERSION,
+                    "keras_mega_version": __version__,
+                },
+                f,
+            )
+        if os.path.exists(path):
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(path):
+            os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_preset_format(preset_dir):
+    """Refuses presets written by a newer, incompatible keras-mega."""
+    file = os.path.join(str(preset_dir), PRESET_FORMAT_FILE)
+    if not os.path.exists(file):
+        return
+    with open(file) as f:
+        info = json.load(f)
+    version = info.get("format_version", 0)
+    if version > PRESET_FORMAT_VERSION:
+        from keras_mega import __version__
+
+        raise ValueError(
+            f"The preset {preset_dir} was written by keras-mega "
+            f"{info.get('keras_mega_version', '?')} in preset format "
+            f"{version}; this keras-mega ({__version__}) reads formats up to "
+            f"{PRESET_FORMAT_VERSION}. Upgrade keras-mega to load it."
+        )
+
+
+class MegaModelMixin:
+    """Input checks and atomic `save_to_preset` for keras-mega classes.
+
+    Subclasses name their vocabulary size through `_vocabulary_size()`.
+    """
+
+    def _vocabulary_size(self):
+        backbone = getattr(self, "backbone", self)
+        return getattr(backbone, "vocabulary_size", None)
+
+    def _check_inputs(self, x):
+        vocabulary_size = self._vocabulary_size()
+        if vocabulary_size is not None and isinstance(x, dict):
+            check_token_ids(x.get("token_ids"), vocabulary_size)
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            self._check_inputs(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_inputs(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_inputs(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_inputs(x)
+        return super().predict(x, *args, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, *args, **kwargs):
+        """keras-hub's `from_preset`, failing fast offline for remote
+        handles and refusing presets of a newer keras-mega."""
+        from keras_mega.models.mega_presets import check_reachable
+
+        check_reachable(preset, cls.__name__)
+        return super().from_preset(preset, *args, **kwargs)
+
+    def save_to_preset(self, preset_dir, *args, **kwargs):
+        """Saves to `preset_dir` atomically: a failed or interrupted save
+        leaves no half-written preset and keeps an existing one."""
+        with atomic_directory(preset_dir) as tmp:
+            super().save_to_preset(tmp, *args, **kwargs)

@@ -1,0 +1,128 @@
+"""The bad-input table: every wrong input gets an error naming the problem."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mega.models import MegaBackbone
+
+
+def tiny(**kwargs):
+    config = dict(
+        vocabulary_size=20,
+        num_layers=1,
+        hidden_dim=8,
+        intermediate_dim=8,
+        shared_dim=4,
+        ema_dim=2,
+        max_sequence_length=16,
+    )
+    return MegaBackbone(**{**config, **kwargs})
+
+
+def _inputs(ids):
+    ids = np.asarray(ids, "int32")
+    return {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+
+
+@pytest.mark.parametrize("bad_id", [20, 1000, -1])
+@pytest.mark.parametrize("entry", ["call", "predict", "fit"])
+def test_token_ids_out_of_range(bad_id, entry):
+    backbone = tiny()
+    inputs = _inputs([[3, 4, bad_id, 5]])
+    with pytest.raises(ValueError, match=rf"Token id {bad_id} .*20 ids"):
+        if entry == "call":
+            backbone(inputs)
+        elif entry == "predict":
+            backbone.predict(inputs, verbose=0)
+        else:
+            backbone.compile(loss="mse")
+            backbone.fit(inputs, np.zeros((1, 4, 8)), verbose=0)
+
+
+def test_sequence_longer_than_simple_bias():
+    backbone = tiny(relative_position_bias="simple")
+    with pytest.raises(ValueError, match=r"\b16\b.*max_sequence_length"):
+        backbone(_inputs(np.full((1, 17), 3)))
+
+
+def test_simple_bias_with_chunks_accepts_any_length():
+    backbone = tiny(relative_position_bias="simple", chunk_size=8)
+    out = backbone(_inputs(np.full((1, 40), 3)))
+    assert out.shape == (1, 40, 8)
+
+
+@pytest.mark.parametrize("option", ["chunk_size", "truncation"])
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_non_positive_chunk_or_truncation(option, value):
+    with pytest.raises(ValueError, match=option):
+        tiny(**{option: value})
+
+
+@pytest.mark.parametrize(
+    "policy", ["mixed_bfloat16", "mixed_float16"]
+)
+def test_mixed_precision_long_sequence_stays_finite(policy):
+    keras.config.set_dtype_policy(policy)
+    backbone = tiny(chunk_size=128, vocabulary_size=50, hidden_dim=16)
+    for variable in backbone.weights:  # large activations
+        if "embeddings" in variable.path:
+            variable.assign(variable * 500.0)
+    ids = np.random.default_rng(0).integers(3, 50, (1, 16384)).astype("int32")
+    out = keras.ops.convert_to_numpy(
+        keras.ops.cast(backbone(_inputs(ids)), "float32")
+    )
+    assert np.isfinite(out).all()
+    ema = backbone.mega_layers[0].mega_layer.ema_gate
+    assert keras.backend.standardize_dtype(ema.damping_factor.dtype) == "float32"
+
+
+def test_preset_of_newer_format_is_refused(tmp_path):
+    backbone = tiny()
+    preset = str(tmp_path / "preset")
+    backbone.save_to_preset(preset)
+    with open(os.path.join(preset, "keras_mega.json")) as f:
+        assert json.load(f)["format_version"] == 1
+    with open(os.path.join(preset, "keras_mega.json"), "w") as f:
+        json.dump({"format_version": 99, "keras_mega_version": "9.0"}, f)
+    import keras_hub
+
+    for loader in (MegaBackbone, keras_hub.models.Backbone):
+        with pytest.raises(ValueError, match="format 99.*Upgrade keras-mega"):
+            loader.from_preset(preset)
+
+
+def test_failed_save_leaves_old_preset_and_no_partial(tmp_path, monkeypatch):
+    preset = tmp_path / "preset"
+    first = tiny()
+    first.save_to_preset(str(preset))
+    before = sorted(os.listdir(preset))
+
+    def broken_save(self, preset_dir, *args, **kwargs):
+        with open(os.path.join(preset_dir, "config.json"), "w") as f:
+            f.write("{half")
+        raise KeyboardInterrupt
+
+    from keras_hub.models import Backbone
+
+    monkeypatch.setattr(Backbone, "save_to_preset", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        tiny().save_to_preset(str(preset))
+    assert sorted(os.listdir(preset)) == before
+    assert [p for p in os.listdir(tmp_path) if p != "preset"] == []
+    MegaBackbone.from_preset(str(preset))  # still loads
+
+
+def test_offline_remote_handle_fails_fast_in_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    for preset in ("hf://mnaylor/mega-base-wikitext", "mega_base_wikitext"):
+        with pytest.raises(ConnectionError) as info:
+            MegaBackbone.from_preset(preset)
+        assert "\n" not in str(info.value)
+        assert "from_preset('/path/to/dir')" in str(info.value)
+    assert time.time() - start < 5
