@@ -126,6 +126,51 @@ class MegaModelMixin:
         self._check_inputs(x)
         return super().predict(x, *args, **kwargs)
 
+    def export(self, filepath, format="tf_saved_model", sequence_length=None, **kwargs):
+        """Exports for serving (`keras.Model.export`), e.g. a TF SavedModel
+        whose `serve` signature takes the model's input dict.
+
+        TensorFlow exports any batch size and sequence length. JAX (through
+        jax2tf) needs a fixed `sequence_length`, to which inputs are padded
+        (the padding mask keeps the results exact); the batch stays free.
+        The torch backend cannot export dict inputs in Keras 3: save a
+        preset and export it from TensorFlow or JAX, where it loads as is.
+
+        Args:
+            filepath: where to write.
+            format: "tf_saved_model" (see above). "onnx" is not supported:
+                the FFT of the EMA has no ONNX Runtime kernel.
+            sequence_length: int. Fixed length of exported inputs (JAX).
+        """
+        if format == "onnx":
+            raise ValueError(
+                "ONNX export is not supported: ONNX Runtime has no kernel for "
+                "the RFFT op of Mega's EMA. Export format='tf_saved_model'."
+            )
+        backend = keras.backend.backend()
+        if backend == "torch":
+            raise ValueError(
+                "Keras cannot export models with dict inputs on the torch "
+                "backend. Save a preset (`save_to_preset`), load it with "
+                "KERAS_BACKEND=tensorflow or jax, and export from there."
+            )
+        if backend == "jax" and "input_signature" not in kwargs:
+            if sequence_length is None:
+                raise ValueError(
+                    "Exporting on JAX needs a fixed `sequence_length` (pad "
+                    "inputs to it); TensorFlow exports any length."
+                )
+            signature, shapes = {}, {}
+            for name, tensor in self.input.items():
+                shape = (None,) + tuple(
+                    sequence_length if d is None else d for d in tensor.shape[1:]
+                )
+                signature[name] = keras.InputSpec(shape=shape, dtype=tensor.dtype)
+                shapes[name] = "(b, " + ", ".join(map(str, shape[1:])) + ")"
+            kwargs["input_signature"] = [signature]
+            kwargs.setdefault("jax2tf_kwargs", {"polymorphic_shapes": [shapes]})
+        return super().export(filepath, format=format, **kwargs)
+
     @classmethod
     def from_preset(cls, preset, *args, **kwargs):
         """keras-hub's `from_preset`, failing fast offline for remote
