@@ -5,6 +5,8 @@
 directory needs neither transformers nor network access.
 """
 
+import contextlib
+import contextvars
 import json
 import warnings
 
@@ -357,6 +359,19 @@ def checkpoint_prefix(checkpoint):
     return ""
 
 
+_PROGRESS = contextvars.ContextVar("keras_mega_progress", default=False)
+
+
+@contextlib.contextmanager
+def show_progress():
+    """Shows a progress bar, one step per weight, while weights load."""
+    token = _PROGRESS.set(True)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def load_weights(weight_map, checkpoint, owned_prefixes, ignored=()):
     """Assigns every weight in `weight_map`, strictly.
 
@@ -388,8 +403,15 @@ def load_weights(weight_map, checkpoint, owned_prefixes, ignored=()):
             f"does not use, e.g. {unexpected[:5]}. The checkpoint does not "
             "match its config."
         )
-    for key, (variable, transform) in weight_map.items():
+    progress = None
+    if _PROGRESS.get():
+        import keras
+
+        progress = keras.utils.Progbar(len(weight_map), unit_name="weight")
+    for step, (key, (variable, transform)) in enumerate(weight_map.items()):
         assign(variable, checkpoint[key], key, transform)
+        if progress is not None:
+            progress.update(step + 1)
 
 
 def load_backbone_weights(backbone, checkpoint):
