@@ -1,6 +1,7 @@
 """Behaviour shared by every keras-mega model and preprocessing layer."""
 
 import contextlib
+import contextvars
 import json
 import os
 import shutil
@@ -38,20 +39,33 @@ def check_token_ids(token_ids, vocabulary_size):
         )
 
 
+_SAVING = contextvars.ContextVar("keras_mega_saving", default=False)
+
+
 @contextlib.contextmanager
 def atomic_directory(path):
     """Yields a temporary sibling of `path` that replaces `path` on success.
 
-    On an error (or an interrupt) the temporary directory is removed and an
-    existing `path` is left as it was.
+    The temporary directory starts as a copy of an existing `path`, so a
+    save adds to a preset as keras-hub's does (a tokenizer saved into a
+    model's preset keeps the model). On an error (or an interrupt) the
+    temporary directory is removed and `path` is left as it was. Saves
+    nested in one (a task saving its backbone) write into it directly.
     """
+    if _SAVING.get():
+        yield path
+        return
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{tag}")
     old = os.path.join(parent, f".{os.path.basename(path)}.old-{tag}")
-    os.makedirs(tmp)
+    if os.path.isdir(path):
+        shutil.copytree(path, tmp)
+    else:
+        os.makedirs(tmp)
+    token = _SAVING.set(True)
     try:
         yield tmp
         with open(os.path.join(tmp, PRESET_FORMAT_FILE), "w") as f:
@@ -72,6 +86,8 @@ def atomic_directory(path):
         if os.path.exists(old) and not os.path.exists(path):
             os.rename(old, path)
         raise
+    finally:
+        _SAVING.reset(token)
     shutil.rmtree(old, ignore_errors=True)
 
 
