@@ -1,0 +1,62 @@
+"""Plot the attention maps of a Mega model, layer by layer (PNG).
+
+Usage:
+    python examples/plot_attention.py [--preset DIR] [--out attention.png]
+
+Uses `MegaBackbone.feature_extractor(output_attentions=True)`, the Keras
+counterpart of HF's `output_attentions`: with chunked attention each layer
+gives one map per chunk.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_mega  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", help="a keras-mega or HF Mega directory")
+    parser.add_argument("--out", default="attention.png")
+    parser.add_argument("--length", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.preset:
+        backbone = keras_mega.models.MegaBackbone.from_preset(args.preset)
+    else:
+        backbone = keras_mega.models.MegaBackbone(
+            vocabulary_size=100, num_layers=2, hidden_dim=32,
+            intermediate_dim=64, shared_dim=16, ema_dim=8, chunk_size=16,
+            causal=True, bidirectional=False,
+        )
+    ids = np.random.default_rng(0).integers(
+        3, backbone.vocabulary_size, (1, args.length)
+    ).astype("int32")
+    features = backbone.feature_extractor(output_attentions=True)
+    out = features({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    maps = [keras.ops.convert_to_numpy(a)[0] for a in out["attentions"]]
+    chunks = maps[0].shape[0]
+    fig, axes = plt.subplots(
+        len(maps), chunks, figsize=(3 * chunks, 3 * len(maps)), squeeze=False
+    )
+    for i, layer in enumerate(maps):
+        for c in range(chunks):
+            axes[i, c].imshow(layer[c], cmap="viridis")
+            axes[i, c].set_title(f"layer {i}, chunk {c}")
+            axes[i, c].set_xlabel("key")
+            axes[i, c].set_ylabel("query")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=90)
+    print(f"saved {args.out}: {len(maps)} layers x {chunks} chunks")
+
+
+if __name__ == "__main__":
+    main()
