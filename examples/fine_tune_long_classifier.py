@@ -4,14 +4,15 @@ The task is generated on the fly: each document is `--seq-len` words of
 filler; one "key" word, placed at a random position among the first
 `--key-window` words, gives the class. In the second half of the
 document, other key words appear as distractors, so the label depends on
-a word far from the end and a bag of words cannot solve it. The classifier reads the `<s>`
-token; with `--chunk-size` the attention runs in independent chunks
-(Mega-chunk), so the cost grows linearly with the document length.
+a word far from the end and a bag of words cannot solve it. The
+classifier reads the `<s>` token; with `--chunk-size` the attention runs
+in independent chunks (Mega-chunk), so the cost grows linearly with the
+document length. `--quick` is a smaller, binary version.
 
 A tiny byte-level BPE tokenizer is trained on the generated text, and
 `fit()` takes the raw strings through `MegaTextClassifierPreprocessor`.
 
-    python examples/fine_tune_long_classifier.py --quick   # < 1 min, JAX CPU
+    python examples/fine_tune_long_classifier.py --quick   # ~1 min, JAX, CPU
     python examples/fine_tune_long_classifier.py --seq-len 2048 --epochs 6
 """
 

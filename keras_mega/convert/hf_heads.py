@@ -6,14 +6,20 @@ and `convert_tokenizer` for HF directories with `model_type: "mega"`, so
 task with the head's size from the HF config and the head's weights from
 the checkpoint.
 
-| HF head class | keras-mega task | HF weights -> task layers |
-|---|---|---|
-| `MegaForMaskedLM` | `MegaMaskedLM` | `dense` -> `mlm_head.dense`, `mlm_head` -> `mlm_head` (bias; kernel unless tied) |
-| `MegaForCausalLM` | `MegaCausalLM` | `dense` -> `lm_head.dense`, `lm_head` -> `lm_head` (bias; kernel unless tied) |
-| `MegaForSequenceClassification` | `MegaTextClassifier` | `classifier.dense` -> `pooled_dense`, `classifier.out_proj` -> `logits` |
-| `MegaForTokenClassification` | `MegaTokenClassifier` | `classifier` -> `logits` |
-| `MegaForMultipleChoice` | `MegaMultipleChoice` | `mega.pooler.dense` -> `pooler_dense`, `classifier` -> `logits` |
-| `MegaForQuestionAnswering` | `MegaQuestionAnswerer` | `qa_outputs` -> `qa_outputs` (start, end) |
+HF head class -> keras-mega task: HF weights -> task layers
+
+- `MegaForMaskedLM` -> `MegaMaskedLM`: `dense` -> `mlm_head.dense`,
+  `mlm_head` -> `mlm_head` (bias; kernel unless tied to the embedding).
+- `MegaForCausalLM` -> `MegaCausalLM`: `dense` -> `lm_head.dense`,
+  `lm_head` -> `lm_head` (bias; kernel unless tied).
+- `MegaForSequenceClassification` -> `MegaTextClassifier`:
+  `classifier.dense` -> `pooled_dense`, `classifier.out_proj` -> `logits`.
+- `MegaForTokenClassification` -> `MegaTokenClassifier`: `classifier` ->
+  `logits`.
+- `MegaForMultipleChoice` -> `MegaMultipleChoice`: `mega.pooler.dense` ->
+  `pooler_dense`, `classifier` -> `logits`.
+- `MegaForQuestionAnswering` -> `MegaQuestionAnswerer`: `qa_outputs` ->
+  `qa_outputs` (start, end).
 
 Label counts come from the HF config (`id2label`, else `num_labels`);
 `problem_type: "multi_label_classification"` gives `multi_label=True`, and
@@ -317,6 +323,22 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
         return task
     if checkpoint is None:
         checkpoint = hf.read_checkpoint(loader.preset)
-    hf.load_weights(head[3](task), checkpoint, owned_prefixes=head[4])
+    hf.load_weights(
+        head[3](task),
+        checkpoint,
+        owned_prefixes=head[4],
+        ignored=_tied_copies(task),
+    )
     return task
+
+
+def _tied_copies(task):
+    """LM head weights that HF ties to (so stores as) the token embedding.
+
+    `pytorch_model.bin` files keep such a copy; safetensors files drop it.
+    """
+    head = getattr(task, "lm_head", None)
+    if head is not None and head.token_embedding is not None:
+        return ("mlm_head.weight", "lm_head.weight")
+    return ()
 

@@ -86,6 +86,32 @@ class MegaTokenizer(BytePairTokenizer):
             return self._tokenize_graph(inputs)
         return self._tokenize_tokenizers(inputs)
 
+    def tokenize_with_offsets(self, texts):
+        """Token ids and the character span of each token, eagerly.
+
+        Args:
+            texts: list of str.
+
+        Returns:
+            `(ids, offsets)`: per text a list of ids and a list of
+            `(start, end)` character offsets into the text, leading
+            whitespace excluded (the span of `"Ġfox"` in `"a fox"` is
+            `(2, 5)`).
+        """
+        self._check_vocabulary()
+        self._maybe_initialized_tokenizers()
+        encodings = self._tokenizer.encode_batch(list(texts))
+        all_ids, all_offsets = [], []
+        for text, encoding in zip(texts, encodings):
+            offsets = []
+            for start, end in encoding.offsets:
+                while start < end and text[start].isspace():
+                    start += 1
+                offsets.append((start, end))
+            all_ids.append(list(encoding.ids))
+            all_offsets.append(offsets)
+        return all_ids, all_offsets
+
     def _encode_flat(self, strings):
         """Eager helper for `tf.py_function`: flat ids and row lengths."""
         self._maybe_initialized_tokenizers()
@@ -118,10 +144,9 @@ class MegaTokenizer(BytePairTokenizer):
         lengths.set_shape([None])
         tokens = tf.RaggedTensor.from_row_lengths(values, lengths)
         if rank == 0:
-            tokens = tokens[0]
             if self.sequence_length:
-                tokens = self._pad_dense(tokens[None, :])[0]
-            return tokens
+                return self._pad_dense(tokens)[0]
+            return tokens[0]
         shape = tf.shape(inputs, out_type=tf.int64)
         for axis in range(rank - 1, 0, -1):
             tokens = tf.RaggedTensor.from_uniform_row_length(

@@ -1,0 +1,102 @@
+"""Mega's language modeling head (HF `MegaForMaskedLM`/`MegaForCausalLM`)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaLMHead(keras.layers.Layer):
+    """Hidden states to vocabulary logits, optionally at given positions.
+
+    As HF's Mega LM heads: an optional `dense` + tanh layer (HF
+    `add_lm_hidden_dense_layer`, on by default), then a projection to the
+    vocabulary with a bias. The projection is the transposed token
+    embedding when `token_embedding` is given (HF ties them by default,
+    `tie_word_embeddings=True`), else its own `kernel`.
+
+    Args:
+        vocabulary_size: int. Number of output logits.
+        hidden_dim: int. Width of the hidden states.
+        use_hidden_dense: bool. Apply `dense` + tanh first.
+        token_embedding: a `keras.layers.Embedding` to tie the output
+            projection to, or `None` for an untied `kernel`.
+        kernel_initializer: initializer of the dense kernels.
+
+    Call arguments:
+        inputs: `[batch, length, hidden]` hidden states.
+        positions: optional `[batch, num_positions]` ints: compute logits
+            only at these positions (masked language modeling).
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim,
+        use_hidden_dense=True,
+        token_embedding=None,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.use_hidden_dense = use_hidden_dense
+        self.token_embedding = token_embedding
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.dense = None
+        if use_hidden_dense:
+            self.dense = keras.layers.Dense(
+                hidden_dim,
+                activation="tanh",
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name="dense",
+            )
+
+    def build(self, inputs_shape, positions_shape=None):
+        hidden_dim = self.hidden_dim
+        if self.dense is not None:
+            self.dense.build((None, hidden_dim))
+        if self.token_embedding is None:
+            self.kernel = self.add_weight(
+                shape=(hidden_dim, self.vocabulary_size),
+                initializer=self.kernel_initializer,
+                name="kernel",
+            )
+        self.bias = self.add_weight(
+            shape=(self.vocabulary_size,), initializer="zeros", name="bias"
+        )
+        self.built = True
+
+    def call(self, inputs, positions=None):
+        x = inputs
+        if positions is not None:
+            positions = ops.cast(positions, "int32")
+            x = ops.take_along_axis(x, positions[:, :, None], axis=1)
+        if self.dense is not None:
+            x = self.dense(x)
+        if self.token_embedding is None:
+            kernel = ops.cast(self.kernel, x.dtype)
+        else:
+            embeddings = self.token_embedding.embeddings
+            kernel = ops.transpose(ops.cast(embeddings, x.dtype))
+        return ops.matmul(x, kernel) + ops.cast(self.bias, x.dtype)
+
+    def compute_output_shape(self, inputs_shape, positions_shape=None):
+        if positions_shape is not None:
+            return (inputs_shape[0], positions_shape[1], self.vocabulary_size)
+        return (*inputs_shape[:-1], self.vocabulary_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "hidden_dim": self.hidden_dim,
+                "use_hidden_dense": self.use_hidden_dense,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+            }
+        )
+        return config

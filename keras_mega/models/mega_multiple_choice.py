@@ -1,0 +1,171 @@
+"""`MegaMultipleChoice`: HF `MegaForMultipleChoice`'s head."""
+
+import keras
+from keras import ops
+from keras_hub.models import Task
+
+from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_multiple_choice_preprocessor import (
+    MegaMultipleChoicePreprocessor,
+)
+from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_task_utils import kernel_initializer
+
+
+class _FlattenChoices(keras.layers.Layer):
+    """`[batch, choices, length]` -> `[batch * choices, length]`."""
+
+    def call(self, x):
+        return ops.reshape(x, (-1, ops.shape(x)[-1]))
+
+    def compute_output_shape(self, shape):
+        batch = None if None in shape[:2] else shape[0] * shape[1]
+        return (batch, shape[2])
+
+
+class _UnflattenChoices(keras.layers.Layer):
+    """`[batch * choices, 1]` scores -> `[batch, choices]`."""
+
+    def call(self, scores, token_ids):
+        shape = ops.shape(token_ids)
+        return ops.reshape(scores, (shape[0], shape[1]))
+
+    def compute_output_shape(self, scores_shape, token_ids_shape):
+        return tuple(token_ids_shape[:2])
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaMultipleChoice(Task):
+    """Mega for multiple choice: scores each choice of each example.
+
+    HF `MegaForMultipleChoice`: every `(prompt, choice)` sequence runs
+    through the backbone, the first token goes through HF `MegaModel`'s
+    pooler (dense + tanh; part of this task here, not of the backbone),
+    then dropout and a dense layer to one score. The scores of an example's
+    choices are softmaxed by the loss.
+
+    Inputs: `token_ids`, `padding_mask` of shape
+    `[batch, num_choices, length]` (rank 3: anything else raises a
+    `ValueError`). Output: logits `[batch, num_choices]`. Labels: the index
+    of the right choice.
+
+    Args:
+        backbone: a `MegaBackbone`.
+        preprocessor: a `MegaMultipleChoicePreprocessor` or `None`.
+        dropout: float. Dropout before the score layer (HF
+            `hidden_dropout_prob`).
+
+    Examples:
+    ```python
+    model = keras_mega.models.MegaMultipleChoice.from_preset("path/to/hf_mega")
+    model.fit(
+        x=(["The sky is", "Grass is"], [["blue", "loud"], ["sad", "green"]]),
+        y=[0, 1],
+    )
+    logits = model.predict((["The sky is"], [["blue", "loud"]]))  # (1, 2)
+    ```
+    """
+
+    backbone_cls = MegaBackbone
+    preprocessor_cls = MegaMultipleChoicePreprocessor
+
+    def __init__(self, backbone, preprocessor=None, dropout=0.1, **kwargs):
+        if getattr(backbone, "cross_attention", False):
+            raise ValueError(
+                "MegaMultipleChoice does not support cross-attention "
+                "backbones."
+            )
+        check_vocabulary(backbone, preprocessor)
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.flatten_choices = _FlattenChoices(name="flatten_choices")
+        self.pooler_dense = keras.layers.Dense(
+            backbone.hidden_dim,
+            activation="tanh",
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="pooler_dense",
+        )
+        self.output_dropout = keras.layers.Dropout(
+            dropout, dtype=backbone.dtype_policy, name="output_dropout"
+        )
+        self.output_dense = keras.layers.Dense(
+            1,
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="logits",
+        )
+        self.unflatten_choices = _UnflattenChoices(name="unflatten_choices")
+
+        # === Functional Model ===
+        inputs = {
+            "token_ids": keras.Input(
+                shape=(None, None), dtype="int32", name="token_ids"
+            ),
+            "padding_mask": keras.Input(
+                shape=(None, None), dtype="int32", name="padding_mask"
+            ),
+        }
+        backbone_inputs = {
+            name: self.flatten_choices(tensor)
+            for name, tensor in inputs.items()
+        }
+        if "segment_ids" in backbone.input:
+            backbone_inputs["segment_ids"] = ops.zeros_like(
+                backbone_inputs["token_ids"]
+            )
+        x = backbone(backbone_inputs)[:, 0, :]
+        x = self.pooler_dense(x)
+        x = self.output_dropout(x)
+        scores = self.output_dense(x)
+        outputs = self.unflatten_choices(scores, inputs["token_ids"])
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.dropout = dropout
+
+    def call(self, inputs, *args, **kwargs):
+        for name in ("token_ids", "padding_mask"):
+            value = inputs.get(name) if isinstance(inputs, dict) else None
+            if value is not None and len(value.shape) != 3:
+                raise ValueError(
+                    f"MegaMultipleChoice takes `{name}` of rank 3, "
+                    "[batch, num_choices, length]; got shape "
+                    f"{tuple(value.shape)}. Use MegaMultipleChoicePreprocessor"
+                    " or add the choices axis."
+                )
+        return super().call(inputs, *args, **kwargs)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        metrics="auto",
+        **kwargs,
+    ):
+        """Configures the model for training.
+
+        Args:
+            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
+                optimizer.
+            loss: `"auto"` (sparse categorical cross-entropy over the
+                choices, from logits) or any Keras loss.
+            metrics: `"auto"` (sparse categorical accuracy) or a list.
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(5e-5)
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics == "auto":
+            metrics = [keras.metrics.SparseCategoricalAccuracy()]
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"dropout": self.dropout})
+        return config

@@ -1,0 +1,106 @@
+"""`MegaQuestionAnswerer`: HF `MegaForQuestionAnswering`'s head."""
+
+import keras
+from keras_hub.models import Task
+
+from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_question_answerer_preprocessor import (
+    MegaQuestionAnswererPreprocessor,
+)
+from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import task_inputs
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaQuestionAnswerer(Task):
+    """Mega for extractive question answering (span prediction).
+
+    HF `MegaForQuestionAnswering`'s head: one dense layer with two outputs
+    per position, the logits of the answer's first and last token. With a
+    `MegaQuestionAnswererPreprocessor`, `fit()` takes
+    `(questions, contexts)` strings and the answers' character spans; its
+    `span_to_text()` turns predicted positions back into text.
+
+    Inputs: `token_ids`, `padding_mask` (`[batch, length]`). Output:
+    `{"start_logits": [batch, length], "end_logits": [batch, length]}`.
+    Labels are `{"start_logits": start_position, "end_logits":
+    end_position}` (token positions); the default loss is the sum of the
+    two cross-entropies.
+
+    Args:
+        backbone: a `MegaBackbone`.
+        preprocessor: a `MegaQuestionAnswererPreprocessor` or `None`.
+
+    Examples:
+    ```python
+    qa = keras_mega.models.MegaQuestionAnswerer.from_preset("path/to/hf_mega")
+    context = "The quick brown fox jumped."
+    qa.fit(x=(["What jumped?"], [context]), y=[[16, 19]])
+    out = qa.predict((["What jumped?"], [context]))
+    start = out["start_logits"][0].argmax()
+    end = out["end_logits"][0].argmax()
+    qa.preprocessor.span_to_text("What jumped?", context, start, end)
+    ```
+    """
+
+    backbone_cls = MegaBackbone
+    preprocessor_cls = MegaQuestionAnswererPreprocessor
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        check_vocabulary(backbone, preprocessor)
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.span_dense = keras.layers.Dense(
+            2,
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="qa_outputs",
+        )
+
+        # === Functional Model ===
+        inputs, backbone_inputs = task_inputs(backbone)
+        logits = self.span_dense(backbone(backbone_inputs))
+        outputs = {
+            "start_logits": logits[..., 0],
+            "end_logits": logits[..., 1],
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        metrics="auto",
+        **kwargs,
+    ):
+        """Configures the model for training.
+
+        Args:
+            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
+                optimizer.
+            loss: `"auto"` (sparse categorical cross-entropy from logits on
+                each of `start_logits` and `end_logits`) or Keras losses.
+            metrics: `"auto"` (sparse categorical accuracy of each) or
+                Keras metrics.
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(5e-5)
+        if loss == "auto":
+            loss = {
+                name: keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True
+                )
+                for name in ("start_logits", "end_logits")
+            }
+        if metrics == "auto":
+            metrics = {
+                name: [keras.metrics.SparseCategoricalAccuracy()]
+                for name in ("start_logits", "end_logits")
+            }
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )

@@ -1,0 +1,204 @@
+"""`MegaTextClassifier`: HF `MegaForSequenceClassification`'s head."""
+
+import keras
+from keras_hub.models import TextClassifier
+
+from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_task_utils import check_num_classes
+from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import task_inputs
+from keras_mega.models.mega_text_classifier_preprocessor import (
+    MegaTextClassifierPreprocessor,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mega")
+class MegaTextClassifier(TextClassifier):
+    """Mega for sequence classification and regression.
+
+    HF `MegaClassificationHead` on the first token (`<s>`): dropout,
+    dense + tanh, dropout, and an output projection to `num_classes`
+    logits. Three problem types, as HF's `problem_type`:
+
+    - single label (default): softmax classes, sparse categorical
+      cross-entropy on integer labels;
+    - `multi_label=True`: independent sigmoid per class, binary
+      cross-entropy on `[batch, num_classes]` 0/1 labels (HF
+      `multi_label_classification`);
+    - `num_classes=1` without `multi_label`: regression, mean squared error
+      on float targets (HF `num_labels=1`).
+
+    Inputs: `token_ids`, `padding_mask` (`[batch, length]`). Output:
+    `[batch, num_classes]` logits (or scores, see `activation`). For long
+    documents use a backbone with `chunk_size` (chunked attention).
+
+    Args:
+        backbone: a `MegaBackbone`.
+        num_classes: int. Number of classes (1 for regression).
+        preprocessor: a `MegaTextClassifierPreprocessor` or `None`.
+        activation: activation of the output layer; `None` (default) gives
+            logits, which the default losses expect.
+        hidden_dim: int. Width of the dense layer; defaults to the
+            backbone's `hidden_dim` (HF).
+        dropout: float. Dropout of the head (HF `classifier_dropout`, or
+            `hidden_dropout_prob` when that is unset).
+        multi_label: bool. Multi-label classification.
+
+    Examples:
+    ```python
+    # An HF MegaForSequenceClassification checkpoint: head and labels.
+    classifier = keras_mega.models.MegaTextClassifier.from_preset(
+        "path/to/hf_mega"
+    )
+    # Any HF Mega checkpoint with a new head.
+    classifier = keras_mega.models.MegaTextClassifier.from_preset(
+        "path/to/hf_mega", num_classes=4
+    )
+    classifier.fit(["What an amazing movie!", "A waste of time."], [1, 0])
+
+    # A custom long-document classifier.
+    backbone = keras_mega.models.MegaBackbone(
+        vocabulary_size=1000, num_layers=2, hidden_dim=64,
+        intermediate_dim=128, shared_dim=32, ema_dim=8, chunk_size=128,
+    )
+    classifier = keras_mega.models.MegaTextClassifier(
+        backbone, num_classes=5, multi_label=True
+    )
+    ```
+    """
+
+    backbone_cls = MegaBackbone
+    preprocessor_cls = MegaTextClassifierPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        preprocessor=None,
+        activation=None,
+        hidden_dim=None,
+        dropout=0.1,
+        multi_label=False,
+        **kwargs,
+    ):
+        num_classes = check_num_classes(num_classes, type(self).__name__)
+        check_vocabulary(backbone, preprocessor)
+        compile = kwargs.pop("compile", True)
+        hidden_dim = hidden_dim or backbone.hidden_dim
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.pooled_dropout = keras.layers.Dropout(
+            dropout, dtype=backbone.dtype_policy, name="pooled_dropout"
+        )
+        self.pooled_dense = keras.layers.Dense(
+            hidden_dim,
+            activation="tanh",
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="pooled_dense",
+        )
+        self.output_dropout = keras.layers.Dropout(
+            dropout, dtype=backbone.dtype_policy, name="output_dropout"
+        )
+        self.output_dense = keras.layers.Dense(
+            num_classes,
+            activation=activation,
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name="logits",
+        )
+
+        # === Functional Model ===
+        inputs, backbone_inputs = task_inputs(backbone)
+        x = backbone(backbone_inputs)[:, 0, :]
+        x = self.pooled_dropout(x)
+        x = self.pooled_dense(x)
+        x = self.output_dropout(x)
+        outputs = self.output_dense(x)
+        super().__init__(
+            inputs=inputs, outputs=outputs, compile=False, **kwargs
+        )
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.activation = keras.activations.get(activation)
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.multi_label = multi_label
+        if compile:
+            self.compile()
+
+    @property
+    def problem_type(self):
+        """HF's name of the task: regression, single or multi label."""
+        if self.multi_label:
+            return "multi_label_classification"
+        if self.num_classes == 1:
+            return "regression"
+        return "single_label_classification"
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        metrics="auto",
+        **kwargs,
+    ):
+        """Configures the classifier for training.
+
+        Args:
+            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
+                optimizer.
+            loss: `"auto"` or any Keras loss. `"auto"` picks the loss of the
+                problem type: sparse categorical cross-entropy, binary
+                cross-entropy (multi-label) or mean squared error
+                (regression), from logits unless `activation` makes
+                probabilities.
+            metrics: `"auto"` or a list of metrics: sparse categorical
+                accuracy, binary accuracy, or mean absolute error.
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        problem_type = self.problem_type
+        activation = keras.activations.get(self.activation)
+        if loss == "auto":
+            if problem_type == "regression":
+                loss = keras.losses.MeanSquaredError()
+            elif problem_type == "multi_label_classification":
+                from_logits = activation != keras.activations.sigmoid
+                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
+            else:
+                from_logits = activation != keras.activations.softmax
+                loss = keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=from_logits
+                )
+        if metrics == "auto":
+            if problem_type == "regression":
+                metrics = [keras.metrics.MeanAbsoluteError()]
+            elif problem_type == "multi_label_classification":
+                from_logits = activation != keras.activations.sigmoid
+                metrics = [
+                    keras.metrics.BinaryAccuracy(
+                        threshold=0.0 if from_logits else 0.5
+                    )
+                ]
+            else:
+                metrics = [keras.metrics.SparseCategoricalAccuracy()]
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "activation": keras.activations.serialize(self.activation),
+                "hidden_dim": self.hidden_dim,
+                "dropout": self.dropout,
+                "multi_label": self.multi_label,
+            }
+        )
+        return config
