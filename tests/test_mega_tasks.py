@@ -360,13 +360,6 @@ def test_clear_errors(tokenizer):
         MegaTextClassifier(small, 2, preprocessor)
 
 
-def test_causal_lm_generate_is_not_implemented_yet(tokenizer):
-    backbone = tiny_backbone(tokenizer, causal=True, bidirectional=False)
-    model = MegaCausalLM(backbone)
-    with pytest.raises(NotImplementedError, match="generate"):
-        model.generate_step({})
-
-
 def test_untied_lm_head_without_hidden_dense(tokenizer):
     backbone = tiny_backbone(tokenizer)
     model = MegaMaskedLM(backbone, use_hidden_dense=False, tie_weights=False)

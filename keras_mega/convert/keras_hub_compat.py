@@ -9,12 +9,14 @@ Preprocessor, Tokenizer, ours and keras-hub's) accept HF Mega directories.
 """
 
 from keras_hub.src.utils import preset_utils
+from keras_hub.src.utils import tensor_utils
 from keras_hub.src.utils.transformers import preset_loader
 
 PresetLoader = preset_utils.PresetLoader
 get_file = preset_utils.get_file
 check_file_exists = preset_utils.check_file_exists
 load_json = preset_utils.load_json
+any_equal = tensor_utils.any_equal
 
 _OriginalLoader = preset_loader.TransformersPresetLoader
 

@@ -403,6 +403,7 @@ class MegaGatedAttention(keras.layers.Layer):
             return self.chunk_size
         if (
             self.relative_position_bias == "simple"
+            and isinstance(max_length, int)
             and max_length > self.max_sequence_length
         ):
             raise ValueError(

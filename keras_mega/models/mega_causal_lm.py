@@ -1,7 +1,10 @@
 """`MegaCausalLM`: Mega with HF `MegaForCausalLM`'s head."""
 
 import keras
+from keras import ops
 from keras_hub.models import CausalLM
+
+from keras_mega.convert.keras_hub_compat import any_equal
 
 from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm_preprocessor import (
@@ -29,7 +32,11 @@ class MegaCausalLM(CausalLM):
     The backbone must be causal: `causal=True` and `bidirectional=False`
     (HF `is_decoder=True`, `bidirectional=False`); otherwise every position
     would see the tokens it predicts, and this raises a `ValueError`.
-    `generate()` is not available yet (it needs Mega's recurrent cache).
+    `generate()` decodes with Mega's recurrent cache: per layer the EMA state
+    and one chunk of keys/values (the whole length without chunking), so
+    with `chunk_size` memory does not grow with the generated length. The
+    prompt is prefilled in one parallel forward. Any keras-hub sampler
+    works ("greedy", "top_k", "top_p", "beam", ...).
 
     Args:
         backbone: a causal `MegaBackbone`.
@@ -99,11 +106,73 @@ class MegaCausalLM(CausalLM):
         self.use_hidden_dense = use_hidden_dense
         self.tie_weights = tie_weights
 
-    def generate_step(self, inputs, stop_token_ids=None):
-        raise NotImplementedError(
-            "MegaCausalLM.generate() is not implemented yet: it needs Mega's "
-            "recurrent (EMA state) cache."
+    # --- Generation (keras-hub's contract) ---
+
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Feeds `token_ids` `[B, T]` at position `cache_update_index`.
+
+        Returns `(logits [B, T, vocab], hidden_states [B, T, hidden], cache)`,
+        equal to the full forward at these positions. `T` may be more than
+        one token, across chunk boundaries (streaming scoring).
+        """
+        hidden, cache = self.backbone.call_with_cache(
+            token_ids, cache, cache_update_index
         )
+        return self.lm_head(hidden), hidden, cache
+
+    def _build_cache(self, token_ids, padding_mask):
+        """Prefills the prompts in one forward; returns `(hidden, cache)`.
+
+        keras-hub's sampler starts at `index = min(prompt lengths)` and first
+        feeds the token at `index - 1` again. A KV cache would just rewrite
+        that slot, but a recurrent EMA state would count the token twice, so
+        the cache is the state *before* position `index - 1`.
+        """
+        lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        position = ops.maximum(ops.min(lengths) - 1, 0)
+        inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+        max_length = ops.shape(token_ids)[1]
+        return self.backbone.prefill(inputs, position, max_length=max_length)
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """One batch of generation; compilable (JAX, TensorFlow).
+
+        Args:
+            inputs: dict with `"token_ids"` and `"padding_mask"`, prompts
+                right-padded to the generation length.
+            stop_token_ids: ids that end a sequence, or None.
+        """
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        hidden_states, cache = self._build_cache(token_ids, padding_mask)
+        lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        index = ops.min(lengths)
+
+        def next(prompt, cache, index):
+            position = index - 1
+            batch_size = ops.shape(prompt)[0]
+            prompt = ops.slice(prompt, [0, position], [batch_size, 1])
+            logits, hidden, cache = self.call_with_cache(prompt, cache, position)
+            return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), cache
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+        if stop_token_ids is not None:
+            # Everything after the first stop token of a row is padding.
+            end = any_equal(token_ids, stop_token_ids, ops.logical_not(padding_mask))
+            end = ops.cast(end, "int32")
+            after = ops.cumsum(end, axis=-1) - end
+            padding_mask = ops.logical_not(ops.cast(after, "bool"))
+        else:
+            padding_mask = ops.ones_like(token_ids, dtype="bool")
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
 
     def get_config(self):
         config = super().get_config()
