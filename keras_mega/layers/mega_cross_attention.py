@@ -3,22 +3,12 @@
 import keras
 from keras import ops
 
-from keras_mega.layers.functional import ATTENTION_ACTIVATIONS
-from keras_mega.layers.functional import RELATIVE_POSITION_BIASES
-from keras_mega.layers.functional import check_choice
-from keras_mega.layers.functional import check_positive_or_none
-from keras_mega.layers.functional import get_activation
 from keras_mega.layers.mega_gated_attention import attention_weights
-from keras_mega.layers.mega_gated_attention import dense
-from keras_mega.layers.mega_gated_attention import make_dropout
-from keras_mega.layers.normalization import make_normalization
-from keras_mega.layers.relative_position_bias import (
-    make_relative_position_bias,
-)
+from keras_mega.layers.mega_sublayer import MegaAttentionSublayer
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaCrossAttention(keras.layers.Layer):
+class MegaCrossAttention(MegaAttentionSublayer):
     """Gated cross attention of HF's `MegaGatedCrossAttention`.
 
         x' = norm(x) (pre-norm) ;  u, g, q = sigmoid, silu, id of W_q x'
@@ -35,7 +25,8 @@ class MegaCrossAttention(keras.layers.Layer):
         hidden_dim: int. Model width (decoder and encoder).
         shared_dim: int. Query/key width `Z`.
         chunk_size: int or None. Only sizes the simple bias as in HF.
-        Other args: as `MegaGatedAttention`.
+        Other args: see `MegaAttentionSublayer` and `MegaSublayer`
+            (normalization, activation, dropouts, initialization).
 
     Example:
     >>> layer = MegaCrossAttention(hidden_dim=16, shared_dim=8)
@@ -44,72 +35,12 @@ class MegaCrossAttention(keras.layers.Layer):
     (2, 5, 16)
     """
 
-    def __init__(
-        self,
-        hidden_dim,
-        shared_dim=64,
-        chunk_size=None,
-        attention_activation="softmax",
-        relative_position_bias="rotary",
-        max_sequence_length=2048,
-        normalization_type="scalenorm",
-        norm_affine=True,
-        normalize_before=True,
-        activation="silu",
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        feature_dropout=False,
-        initializer_range=0.02,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.hidden_dim = int(hidden_dim)
-        self.shared_dim = int(shared_dim)
-        self.chunk_size = check_positive_or_none("chunk_size", chunk_size)
-        self.attention_activation = check_choice(
-            "attention_activation", attention_activation, ATTENTION_ACTIVATIONS
-        )
-        self.relative_position_bias = check_choice(
-            "relative_position_bias",
-            relative_position_bias,
-            RELATIVE_POSITION_BIASES,
-        )
-        self.max_sequence_length = int(max_sequence_length)
-        self.normalization_type = normalization_type
-        self.norm_affine = bool(norm_affine)
-        self.normalize_before = bool(normalize_before)
-        self.activation = activation
-        self.activation_fn = get_activation(activation)
-        self.dropout = dropout
-        self.hidden_dropout = hidden_dropout
-        self.attention_dropout = attention_dropout
-        self.feature_dropout = bool(feature_dropout)
-        self.initializer_range = initializer_range
-
-        # === Layers ===
-        self.norm = make_normalization(
-            normalization_type, affine=norm_affine, name="norm"
-        )
-        self.q_proj = dense(2 * hidden_dim + shared_dim, initializer_range, "q_proj")
-        self.k_proj = dense(shared_dim, initializer_range, "k_proj")
-        self.v_proj = dense(hidden_dim, initializer_range, "v_proj")
-        self.h_proj = dense(hidden_dim, initializer_range, "h_proj")
-        self.rel_pos_bias = make_relative_position_bias(
-            relative_position_bias,
-            max_sequence_length,
-            self.chunk_size,
-            shared_dim,
-            initializer_range,
-            name="rel_pos_bias",
-        )
-        self.dropout_layer = make_dropout(dropout, feature_dropout, "dropout")
-        self.hidden_dropout_layer = make_dropout(
-            hidden_dropout, feature_dropout, "hidden_dropout"
-        )
-        self.attention_dropout_layer = keras.layers.Dropout(
-            attention_dropout, name="attention_dropout"
-        )
+    def __init__(self, hidden_dim, shared_dim=64, **kwargs):
+        super().__init__(hidden_dim, shared_dim=shared_dim, **kwargs)
+        self.q_proj = self.dense(2 * hidden_dim + shared_dim, "q_proj")
+        self.k_proj = self.dense(shared_dim, "k_proj")
+        self.v_proj = self.dense(hidden_dim, "v_proj")
+        self.h_proj = self.dense(hidden_dim, "h_proj")
 
     def build(self, x_shape, encoder_sequence_output_shape=None):
         shape = (None, None, self.hidden_dim)
@@ -185,9 +116,6 @@ class MegaCrossAttention(keras.layers.Layer):
             return out, weights[:, 0]
         return out
 
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return input_shape
-
     def compute_output_spec(
         self, x, encoder_sequence_output, return_attention_scores=False, **kwargs
     ):
@@ -196,26 +124,3 @@ class MegaCrossAttention(keras.layers.Layer):
             return output
         shape = (x.shape[0], x.shape[1], encoder_sequence_output.shape[1])
         return output, keras.KerasTensor(shape, "float32")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_dim": self.hidden_dim,
-                "shared_dim": self.shared_dim,
-                "chunk_size": self.chunk_size,
-                "attention_activation": self.attention_activation,
-                "relative_position_bias": self.relative_position_bias,
-                "max_sequence_length": self.max_sequence_length,
-                "normalization_type": self.normalization_type,
-                "norm_affine": self.norm_affine,
-                "normalize_before": self.normalize_before,
-                "activation": self.activation,
-                "dropout": self.dropout,
-                "hidden_dropout": self.hidden_dropout,
-                "attention_dropout": self.attention_dropout,
-                "feature_dropout": self.feature_dropout,
-                "initializer_range": self.initializer_range,
-            }
-        )
-        return config

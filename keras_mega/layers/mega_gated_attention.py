@@ -3,37 +3,14 @@
 import keras
 from keras import ops
 
-from keras_mega.layers.functional import ATTENTION_ACTIVATIONS
-from keras_mega.layers.functional import RELATIVE_POSITION_BIASES
-from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.functional import element_attention_function
-from keras_mega.layers.functional import get_activation
 from keras_mega.layers.mega_ema import MegaEMA
-from keras_mega.layers.normalization import make_normalization
-from keras_mega.layers.relative_position_bias import (
-    make_relative_position_bias,
-)
+from keras_mega.layers.mega_sublayer import MegaAttentionSublayer
 
 # Finite stand-in for -inf: exp() of it is exactly 0 in float32, and a row
 # with no allowed key stays finite instead of turning into NaN.
 MASK_VALUE = -1e9
-
-
-def make_dropout(rate, featurewise, name):
-    """Dropout; `featurewise` drops whole channels of `[B, L, C]` inputs."""
-    noise_shape = (None, 1, None) if featurewise else None
-    return keras.layers.Dropout(rate, noise_shape=noise_shape, name=name)
-
-
-def dense(units, initializer_range, name):
-    return keras.layers.Dense(
-        units,
-        kernel_initializer=keras.initializers.RandomNormal(
-            stddev=initializer_range
-        ),
-        name=name,
-    )
 
 
 def attention_weights(scores, allowed, attention_activation):
@@ -64,7 +41,7 @@ def padding_allowed(key_mask, unmask_empty_rows):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaGatedAttention(keras.layers.Layer):
+class MegaGatedAttention(MegaAttentionSublayer):
     """Moving-average equipped gated attention, Mega's main sublayer.
 
     The EMA output drives single-head attention and its gates (paper eq.
@@ -147,34 +124,29 @@ class MegaGatedAttention(keras.layers.Layer):
         ema_max_timescale=1024.0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.hidden_dim = int(hidden_dim)
+        super().__init__(
+            hidden_dim,
+            shared_dim=shared_dim,
+            chunk_size=chunk_size,
+            attention_activation=attention_activation,
+            relative_position_bias=relative_position_bias,
+            max_sequence_length=max_sequence_length,
+            hidden_dropout=hidden_dropout,
+            attention_dropout=attention_dropout,
+            normalization_type=normalization_type,
+            norm_affine=norm_affine,
+            normalize_before=normalize_before,
+            activation=activation,
+            dropout=dropout,
+            feature_dropout=feature_dropout,
+            initializer_range=initializer_range,
+            **kwargs,
+        )
         self.intermediate_dim = int(intermediate_dim)
-        self.shared_dim = int(shared_dim)
         self.ema_dim = int(ema_dim)
         self.bidirectional = bool(bidirectional)
         self.causal = bool(causal)
-        self.chunk_size = check_positive_or_none("chunk_size", chunk_size)
         self.truncation = check_positive_or_none("truncation", truncation)
-        self.attention_activation = check_choice(
-            "attention_activation", attention_activation, ATTENTION_ACTIVATIONS
-        )
-        self.relative_position_bias = check_choice(
-            "relative_position_bias",
-            relative_position_bias,
-            RELATIVE_POSITION_BIASES,
-        )
-        self.max_sequence_length = int(max_sequence_length)
-        self.normalization_type = normalization_type
-        self.norm_affine = bool(norm_affine)
-        self.normalize_before = bool(normalize_before)
-        self.activation = activation
-        self.activation_fn = get_activation(activation)
-        self.dropout = dropout
-        self.hidden_dropout = hidden_dropout
-        self.attention_dropout = attention_dropout
-        self.feature_dropout = bool(feature_dropout)
-        self.initializer_range = initializer_range
         self.ema_delta_alpha_range = ema_delta_alpha_range
         self.ema_beta_range = ema_beta_range
         self.ema_gamma_omega_range = ema_gamma_omega_range
@@ -182,9 +154,6 @@ class MegaGatedAttention(keras.layers.Layer):
         self.ema_max_timescale = ema_max_timescale
 
         # === Layers ===
-        self.norm = make_normalization(
-            normalization_type, affine=norm_affine, name="norm"
-        )
         self.ema_gate = MegaEMA(
             hidden_dim,
             ema_dim=ema_dim,
@@ -197,28 +166,11 @@ class MegaGatedAttention(keras.layers.Layer):
             ema_max_timescale=ema_max_timescale,
             name="ema_gate",
         )
-        self.v_proj = dense(intermediate_dim, initializer_range, "v_proj")
-        self.mx_proj = dense(
-            shared_dim + intermediate_dim + 2 * hidden_dim,
-            initializer_range,
-            "mx_proj",
+        self.v_proj = self.dense(intermediate_dim, "v_proj")
+        self.mx_proj = self.dense(
+            shared_dim + intermediate_dim + 2 * hidden_dim, "mx_proj"
         )
-        self.h_proj = dense(hidden_dim, initializer_range, "h_proj")
-        self.rel_pos_bias = make_relative_position_bias(
-            relative_position_bias,
-            max_sequence_length,
-            self.chunk_size,
-            shared_dim,
-            initializer_range,
-            name="rel_pos_bias",
-        )
-        self.dropout_layer = make_dropout(dropout, feature_dropout, "dropout")
-        self.hidden_dropout_layer = make_dropout(
-            hidden_dropout, feature_dropout, "hidden_dropout"
-        )
-        self.attention_dropout_layer = keras.layers.Dropout(
-            attention_dropout, name="attention_dropout"
-        )
+        self.h_proj = self.dense(hidden_dim, "h_proj")
 
     def build(self, input_shape):
         shape = (None, None, self.hidden_dim)
@@ -538,9 +490,6 @@ class MegaGatedAttention(keras.layers.Layer):
         value_window = ops.take(values, index, axis=1)
         return out, (ema_state, key_window, value_window)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def compute_output_spec(self, x, return_attention_scores=False, **kwargs):
         output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
         if not return_attention_scores:
@@ -555,26 +504,11 @@ class MegaGatedAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "hidden_dim": self.hidden_dim,
                 "intermediate_dim": self.intermediate_dim,
-                "shared_dim": self.shared_dim,
                 "ema_dim": self.ema_dim,
                 "bidirectional": self.bidirectional,
                 "causal": self.causal,
-                "chunk_size": self.chunk_size,
                 "truncation": self.truncation,
-                "attention_activation": self.attention_activation,
-                "relative_position_bias": self.relative_position_bias,
-                "max_sequence_length": self.max_sequence_length,
-                "normalization_type": self.normalization_type,
-                "norm_affine": self.norm_affine,
-                "normalize_before": self.normalize_before,
-                "activation": self.activation,
-                "dropout": self.dropout,
-                "hidden_dropout": self.hidden_dropout,
-                "attention_dropout": self.attention_dropout,
-                "feature_dropout": self.feature_dropout,
-                "initializer_range": self.initializer_range,
                 "ema_delta_alpha_range": self.ema_delta_alpha_range,
                 "ema_beta_range": self.ema_beta_range,
                 "ema_gamma_omega_range": self.ema_gamma_omega_range,

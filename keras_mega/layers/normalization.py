@@ -17,8 +17,50 @@ NORMALIZATION_TYPES = (
 )
 
 
+class _MeanSquareNorm(keras.layers.Layer):
+    """`y = scale * x / sqrt(mean(x ** 2) + epsilon)` over the last axis,
+    computed in float32; subclasses choose the learned scale."""
+
+    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.affine = affine
+
+    def scale_weight(self, input_shape):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        if self.affine:
+            name, shape = self.scale_weight(input_shape)
+            setattr(
+                self,
+                name,
+                self.add_weight(name=name, shape=shape, initializer="ones"),
+            )
+        self.built = True
+
+    def scale(self):
+        return getattr(self, self.scale_weight(None)[0]) if self.affine else None
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
+        y = x32 * ops.rsqrt(mean_square + self.epsilon)
+        if self.affine:
+            y = y * ops.cast(self.scale(), "float32")
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "affine": self.affine})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_mega")
-class ScaleNorm(keras.layers.Layer):
+class ScaleNorm(_MeanSquareNorm):
     """Scale normalization: one learned scalar for the whole feature axis.
 
     `y = g * x / sqrt(mean(x ** 2) + epsilon)`, over the last axis.
@@ -33,37 +75,12 @@ class ScaleNorm(keras.layers.Layer):
     (2, 3, 8)
     """
 
-    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-        self.affine = affine
-
-    def build(self, input_shape):
-        if self.affine:
-            self.scalar = self.add_weight(
-                name="scalar", shape=(1,), initializer="ones"
-            )
-        self.built = True
-
-    def call(self, x):
-        x32 = ops.cast(x, "float32")
-        mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
-        y = x32 * ops.rsqrt(mean_square + self.epsilon)
-        if self.affine:
-            y = y * ops.cast(self.scalar, "float32")
-        return ops.cast(y, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"epsilon": self.epsilon, "affine": self.affine})
-        return config
+    def scale_weight(self, input_shape):
+        return "scalar", (1,)
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class RMSNorm(keras.layers.Layer):
+class RMSNorm(_MeanSquareNorm):
     """Root-mean-square normalization with a per-feature scale.
 
     `y = w * x / sqrt(mean(x ** 2) + epsilon)`, over the last axis.
@@ -82,33 +99,8 @@ class RMSNorm(keras.layers.Layer):
     (2, 3, 8)
     """
 
-    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-        self.affine = affine
-
-    def build(self, input_shape):
-        if self.affine:
-            self.weight = self.add_weight(
-                name="weight", shape=(input_shape[-1],), initializer="ones"
-            )
-        self.built = True
-
-    def call(self, x):
-        x32 = ops.cast(x, "float32")
-        mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
-        y = x32 * ops.rsqrt(mean_square + self.epsilon)
-        if self.affine:
-            y = y * ops.cast(self.weight, "float32")
-        return ops.cast(y, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"epsilon": self.epsilon, "affine": self.affine})
-        return config
+    def scale_weight(self, input_shape):
+        return "weight", (None if input_shape is None else input_shape[-1],)
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")

@@ -2,14 +2,12 @@
 
 import keras
 
-from keras_mega.layers.functional import get_activation
-from keras_mega.layers.mega_gated_attention import dense
-from keras_mega.layers.mega_gated_attention import make_dropout
-from keras_mega.layers.normalization import make_normalization
+from keras_mega.layers.mega_sublayer import MegaSublayer
+from keras_mega.layers.mega_sublayer import make_dropout
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class NormalizedFFN(keras.layers.Layer):
+class NormalizedFFN(MegaSublayer):
     """Feed-forward block with its own norm (HF
     `MegaNormalizedFeedForwardNetwork`):
 
@@ -37,38 +35,16 @@ class NormalizedFFN(keras.layers.Layer):
         self,
         hidden_dim,
         intermediate_dim,
-        normalization_type="scalenorm",
-        norm_affine=True,
-        normalize_before=True,
-        activation="silu",
-        dropout=0.0,
         activation_dropout=0.0,
-        feature_dropout=False,
-        initializer_range=0.02,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.hidden_dim = int(hidden_dim)
+        super().__init__(hidden_dim, **kwargs)
         self.intermediate_dim = int(intermediate_dim)
-        self.normalization_type = normalization_type
-        self.norm_affine = bool(norm_affine)
-        self.normalize_before = bool(normalize_before)
-        self.activation = activation
-        self.activation_fn = get_activation(activation)
-        self.dropout = dropout
         self.activation_dropout = activation_dropout
-        self.feature_dropout = bool(feature_dropout)
-        self.initializer_range = initializer_range
-
-        # === Layers ===
-        self.norm = make_normalization(
-            normalization_type, affine=norm_affine, name="norm"
-        )
-        self.fc1 = dense(intermediate_dim, initializer_range, "fc1")
-        self.fc2 = dense(hidden_dim, initializer_range, "fc2")
-        self.dropout_layer = make_dropout(dropout, feature_dropout, "dropout")
+        self.fc1 = self.dense(intermediate_dim, "fc1")
+        self.fc2 = self.dense(hidden_dim, "fc2")
         self.activation_dropout_layer = make_dropout(
-            activation_dropout, feature_dropout, "activation_dropout"
+            activation_dropout, self.feature_dropout, "activation_dropout"
         )
 
     def build(self, input_shape):
@@ -90,23 +66,12 @@ class NormalizedFFN(keras.layers.Layer):
             out = self.norm(out, training=training)
         return out
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "hidden_dim": self.hidden_dim,
                 "intermediate_dim": self.intermediate_dim,
-                "normalization_type": self.normalization_type,
-                "norm_affine": self.norm_affine,
-                "normalize_before": self.normalize_before,
-                "activation": self.activation,
-                "dropout": self.dropout,
                 "activation_dropout": self.activation_dropout,
-                "feature_dropout": self.feature_dropout,
-                "initializer_range": self.initializer_range,
             }
         )
         return config
