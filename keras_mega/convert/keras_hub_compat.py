@@ -17,6 +17,7 @@ get_file = preset_utils.get_file
 check_file_exists = preset_utils.check_file_exists
 load_json = preset_utils.load_json
 any_equal = tensor_utils.any_equal
+register_presets = preset_utils.register_presets
 
 _OriginalLoader = preset_loader.TransformersPresetLoader
 

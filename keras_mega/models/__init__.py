@@ -27,3 +27,8 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
     MegaTokenClassifierPreprocessor,
 )
 from keras_mega.models.mega_tokenizer import MegaTokenizer
+
+from keras_mega.convert.keras_hub_compat import register_presets as _register
+from keras_mega.models.mega_presets import backbone_presets as _presets
+
+_register(_presets, MegaBackbone)
