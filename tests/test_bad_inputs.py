@@ -126,3 +126,10 @@ def test_offline_remote_handle_fails_fast_in_one_line(monkeypatch):
         assert "\n" not in str(info.value)
         assert "from_preset('/path/to/dir')" in str(info.value)
     assert time.time() - start < 5
+
+
+def test_named_preset_is_registered_with_keras_hub():
+    import keras_hub
+
+    assert "mega_base_wikitext" in MegaBackbone.presets
+    assert "mega_base_wikitext" in keras_hub.models.Backbone.presets

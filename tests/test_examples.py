@@ -45,3 +45,12 @@ def test_same_model_on_three_backends():
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["backends"] == ["jax", "tensorflow", "torch"]
     assert report["max_difference"] < 1e-5
+
+
+def test_generate_text_example():
+    pytest.importorskip("tokenizers")
+    stdout = run_example("generate_text.py", "--steps", "25")
+    greedy = [line for line in stdout.splitlines() if line.strip().startswith("greedy:")]
+    assert len(greedy) == 2
+    # A short fit memorizes the built-in text: greedy continues it.
+    assert "fox jumps over the lazy dog" in greedy[0]
