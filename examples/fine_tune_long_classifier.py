@@ -7,12 +7,14 @@ document, other key words appear as distractors, so the label depends on
 a word far from the end and a bag of words cannot solve it. The
 classifier reads the `<s>` token; with `--chunk-size` the attention runs
 in independent chunks (Mega-chunk), so the cost grows linearly with the
-document length. `--quick` is a smaller, binary version.
+document length. `--quick` is a smaller, binary version; `--smoke` only
+checks, in seconds, that the script runs end to end.
 
 A tiny byte-level BPE tokenizer is trained on the generated text, and
 `fit()` takes the raw strings through `MegaTextClassifierPreprocessor`.
 
     python examples/fine_tune_long_classifier.py --quick   # ~1 min, JAX, CPU
+    python examples/fine_tune_long_classifier.py --smoke   # seconds
     python examples/fine_tune_long_classifier.py --seq-len 2048 --epochs 6
 """
 
@@ -47,6 +49,18 @@ QUICK = dict(
     epochs=4,
     hidden_dim=32,
     learning_rate=1e-2,
+)
+# `--smoke`: the smallest run that goes through every step (no learning).
+SMOKE = dict(
+    QUICK,
+    seq_len=64,
+    chunk_size=16,
+    num_train=8,
+    num_test=8,
+    epochs=1,
+    batch_size=8,
+    num_layers=1,
+    hidden_dim=16,
 )
 
 
@@ -88,6 +102,7 @@ def train_tokenizer(texts, directory):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run")
+    parser.add_argument("--smoke", action="store_true", help="tiny run")
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--key-window", type=int, default=32)
@@ -96,11 +111,13 @@ def main(argv=None):
     parser.add_argument("--num-test", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--hidden-dim", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--seed", type=int, default=0)
-    if parser.parse_known_args(argv)[0].quick:
-        parser.set_defaults(**QUICK)
+    known = parser.parse_known_args(argv)[0]
+    if known.quick or known.smoke:
+        parser.set_defaults(**(SMOKE if known.smoke else QUICK))
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
 
@@ -118,7 +135,7 @@ def main(argv=None):
     )
     backbone = MegaBackbone(
         vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=2,
+        num_layers=args.num_layers,
         hidden_dim=args.hidden_dim,
         intermediate_dim=2 * args.hidden_dim,
         shared_dim=16,

@@ -19,14 +19,19 @@ def load_example():
     return module
 
 
-def test_quick_run_smoke(capsys):
-    # --quick, shrunk further: this checks that the script runs end to end.
-    accuracy = load_example().main(
-        ["--quick", "--num-train", "32", "--num-test", "16", "--epochs", "1",
-         "--seq-len", "128", "--chunk-size", "32"]
-    )  # fmt: skip
+@pytest.mark.skipif(
+    keras.config.backend() != "torch",
+    reason="the script does the same on every backend; it runs on torch, "
+    "where it takes seconds (the tasks' fit on raw strings is tested per "
+    "backend in test_mega_tasks.py, backend equality in test_examples.py)",
+)
+def test_smoke_run(capsys):
+    # This checks that the script runs end to end (tokenizer training,
+    # preprocessing, fit, evaluate), not that it learns.
+    accuracy = load_example().main(["--smoke"])
     assert 0.0 <= accuracy <= 1.0
-    assert "test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "seq_len=64" in out
 
 
 @pytest.mark.large

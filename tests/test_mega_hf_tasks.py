@@ -3,6 +3,11 @@
 Every HF head class is saved locally with perturbed weights, loaded with
 `<Task>.from_preset(dir, preprocessor=None)`, and must give HF's logits
 (fp32, eval mode) to 1e-5 relative.
+
+The tasks are called directly (eagerly) rather than through `predict()`:
+on JAX every `predict()` of a new model compiles it, while eager ops of
+the same shapes are compiled once for the whole module. `predict()` on
+raw strings is checked once, in the pipeline test.
 """
 
 import numpy as np
@@ -22,6 +27,7 @@ from keras_mega.models import MegaQuestionAnswerer  # noqa: E402
 from keras_mega.models import MegaTextClassifier  # noqa: E402
 from keras_mega.models import MegaTextClassifierPreprocessor  # noqa: E402
 from keras_mega.models import MegaTokenClassifier  # noqa: E402
+from test_mega_tasks import quick_jax_compiles  # noqa: E402,F401
 from test_mega_tokenizer import write_tiny_bpe  # noqa: E402
 
 DECODER = dict(is_decoder=True, bidirectional=False)
@@ -56,7 +62,7 @@ def test_masked_lm_matches_hf(tmp_path, batch, overrides):
     assert task.tie_weights == overrides.get("tie_word_embeddings", True)
     positions = np.tile(np.arange(8, dtype="int32"), (2, 1))
     inputs = {"token_ids": ids, "padding_mask": mask}
-    logits = task.predict({**inputs, "mask_positions": positions}, verbose=0)
+    logits = task({**inputs, "mask_positions": positions})
     assert_close(logits, hf_forward(hf, ids, mask).logits, mask=mask)
 
 
@@ -70,7 +76,7 @@ def test_causal_lm_matches_hf(tmp_path, batch, overrides):
     hf, task = load(
         tmp_path, "MegaForCausalLM", MegaCausalLM, **DECODER, **overrides
     )
-    logits = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    logits = task({"token_ids": ids, "padding_mask": mask})
     assert_close(logits, hf_forward(hf, ids, mask).logits, mask=mask)
 
 
@@ -103,7 +109,7 @@ def test_text_classifier_matches_hf(
     assert task.num_classes == num_classes
     assert task.problem_type == problem_type
     assert task.dropout == 0.25
-    logits = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    logits = task({"token_ids": ids, "padding_mask": mask})
     assert_close(logits, hf_forward(hf, ids, mask).logits)
 
 
@@ -114,7 +120,7 @@ def test_token_classifier_matches_hf(tmp_path, batch):
         num_labels=5,
     )  # fmt: skip
     assert task.num_classes == 5
-    logits = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    logits = task({"token_ids": ids, "padding_mask": mask})
     assert_close(logits, hf_forward(hf, ids, mask).logits, mask=mask)
 
 
@@ -124,7 +130,7 @@ def test_multiple_choice_matches_hf(tmp_path, batch):
     # [batch 2, choices 2, length 8].
     ids = np.stack([ids, ids[::-1]])
     mask = np.stack([mask, mask[::-1]])
-    logits = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    logits = task({"token_ids": ids, "padding_mask": mask})
     assert logits.shape == (2, 2)
     assert_close(logits, hf_forward(hf, ids, mask).logits)
 
@@ -134,7 +140,7 @@ def test_question_answerer_matches_hf(tmp_path, batch):
     hf, task = load(
         tmp_path, "MegaForQuestionAnswering", MegaQuestionAnswerer
     )
-    out = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    out = task({"token_ids": ids, "padding_mask": mask})
     expected = hf_forward(hf, ids, mask)
     assert_close(out["start_logits"], expected.start_logits, mask=mask)
     assert_close(out["end_logits"], expected.end_logits, mask=mask)
@@ -150,7 +156,7 @@ def test_new_head_and_unknown_label_count(tmp_path, batch):
     task = MegaTextClassifier.from_preset(
         str(tmp_path), num_classes=6, preprocessor=None
     )
-    logits = task.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    logits = task({"token_ids": ids, "padding_mask": mask})
     assert logits.shape == (2, 6)
     # A head class that does not match: a warning, and a random head.
     with pytest.warns(UserWarning, match="random weights"):
@@ -201,7 +207,7 @@ def test_masked_lm_from_pytorch_bin_with_tied_copy(tmp_path, batch):
     task = MegaMaskedLM.from_preset(str(tmp_path), preprocessor=None)
     positions = np.tile(np.arange(8, dtype="int32"), (2, 1))
     inputs = {"token_ids": ids, "padding_mask": mask}
-    logits = task.predict({**inputs, "mask_positions": positions}, verbose=0)
+    logits = task({**inputs, "mask_positions": positions})
     assert_close(logits, hf_forward(hf, ids, mask).logits, mask=mask)
 
 

@@ -3,7 +3,13 @@
 Each task trains on raw strings through its preprocessor on the current
 backend, survives `model.save`/`load_model` and `save_to_preset`/
 `from_preset` bit-exactly, and raises clear errors on bad input.
+
+Each task is built and trained once per module (`trained`) and shared by
+the tests, which keeps the module fast: compiling a train step is most of
+a test's time.
 """
+
+import os
 
 import keras
 import numpy as np
@@ -30,6 +36,21 @@ NO_DROPOUT = dict(
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_jax_compiles():
+    """XLA without most optimizations on JAX: these tiny models compile
+    about twice as fast, and compiling is most of these tests' time."""
+    if keras.config.backend() != "jax":
+        yield
+        return
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     return tiny_tokenizer(tmp_path_factory.mktemp("bpe"))
@@ -38,7 +59,7 @@ def tokenizer(tmp_path_factory):
 def tiny_backbone(tokenizer, **kwargs):
     config = dict(
         vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=2,
+        num_layers=1,
         hidden_dim=16,
         intermediate_dim=24,
         shared_dim=8,
@@ -59,6 +80,9 @@ SPANS = np.array(
     [[c.index(a), c.index(a) + len(a)] for c, a in zip(CONTEXTS, ANSWERS)]
 )
 TEXTS = ["good movie", "bad film", "a good film", "a bad movie"]
+MULTI_LABELS = np.array(
+    [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], "float32"
+)
 
 
 def make_task(name, tokenizer):
@@ -79,13 +103,15 @@ def make_task(name, tokenizer):
         preprocessor = MegaCausalLMPreprocessor(tokenizer, sequence_length=8)
         return MegaCausalLM(backbone, preprocessor), (TEXTS, None)
     if name == "text_classifier":
+        # Multi-label: [batch, num_classes] float labels through `tf.data`.
         preprocessor = MegaTextClassifierPreprocessor(
             tokenizer, sequence_length=8
         )
         model = MegaTextClassifier(
-            tiny_backbone(tokenizer), 2, preprocessor, dropout=0.0
-        )
-        return model, (TEXTS, np.array([1, 0, 1, 0]))
+            tiny_backbone(tokenizer), 3, preprocessor, dropout=0.0,
+            multi_label=True,
+        )  # fmt: skip
+        return model, (TEXTS, MULTI_LABELS)
     if name == "token_classifier":
         preprocessor = MegaTokenClassifierPreprocessor(
             tokenizer, sequence_length=8
@@ -97,7 +123,7 @@ def make_task(name, tokenizer):
         return model, (TEXTS, labels)
     if name == "multiple_choice":
         preprocessor = MegaMultipleChoicePreprocessor(
-            tokenizer, sequence_length=10
+            tokenizer, sequence_length=16
         )
         model = MegaMultipleChoice(
             tiny_backbone(tokenizer), preprocessor, dropout=0.0
@@ -127,12 +153,42 @@ TASKS = [
 ]
 
 
+def repeat(data, times):
+    """Lists or arrays (or tuples of them) repeated along the batch axis."""
+    if data is None:
+        return None
+    if isinstance(data, list):
+        return data * times
+    if isinstance(data, tuple):
+        return tuple(repeat(a, times) for a in data)
+    return np.concatenate([data] * times)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    """`trained(name)`: `(model, x, losses)`, the task built and fitted on
+    raw strings once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            keras.utils.set_random_seed(0)
+            model, (x, y) = make_task(name, tokenizer)
+            model.compile(optimizer=keras.optimizers.Adam(2e-2))
+            # Three steps per epoch: few epochs (each costs a `tf.data`
+            # pass), enough steps to learn.
+            history = model.fit(
+                repeat(x, 3), repeat(y, 3), epochs=3, batch_size=4, verbose=0
+            )
+            cache[name] = model, x, history.history["loss"]
+        return cache[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", TASKS)
-def test_fit_on_raw_strings_lowers_the_loss(name, tokenizer):
-    model, (x, y) = make_task(name, tokenizer)
-    model.compile(optimizer=keras.optimizers.Adam(2e-2))
-    history = model.fit(x, y, epochs=6, batch_size=4, verbose=0)
-    losses = history.history["loss"]
+def test_fit_on_raw_strings_lowers_the_loss(name, trained):
+    _, _, losses = trained(name)
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.95 * losses[0], losses
 
@@ -160,8 +216,8 @@ def assert_same_outputs(a, b):
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_save_and_load_round_trip(name, tokenizer, tmp_path):
-    model, (x, _) = make_task(name, tokenizer)
+def test_save_and_load_round_trip(name, trained, tmp_path):
+    model, x, _ = trained(name)
     inputs = preprocessed(model, x)
     expected = model(inputs)
 
@@ -182,17 +238,11 @@ def test_save_and_load_round_trip(name, tokenizer, tmp_path):
     assert_same_outputs(loaded(inputs), expected)
 
 
-def test_text_classifier_multi_label_and_regression(tokenizer):
-    preprocessor = MegaTextClassifierPreprocessor(tokenizer, sequence_length=8)
-    model = MegaTextClassifier(
-        tiny_backbone(tokenizer), 3, preprocessor, multi_label=True
-    )
+def test_text_classifier_multi_label_and_regression(tokenizer, trained):
+    model, _, _ = trained("text_classifier")  # Trained on multi labels.
     assert model.problem_type == "multi_label_classification"
     assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
-    labels = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], "float32")
-    model.compile(optimizer=keras.optimizers.Adam(2e-2))
-    history = model.fit(TEXTS, labels, epochs=4, batch_size=4, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    preprocessor = model.preprocessor
     inputs = preprocessor(TEXTS)
     assert model(inputs).shape == (4, 3)
 
@@ -205,9 +255,10 @@ def test_text_classifier_multi_label_and_regression(tokenizer):
     assert isinstance(single.loss, keras.losses.SparseCategoricalCrossentropy)
 
 
-def test_multiple_choice_shapes_and_rank_error(tokenizer):
-    preprocessor = MegaMultipleChoicePreprocessor(tokenizer, sequence_length=16)
-    model = MegaMultipleChoice(tiny_backbone(tokenizer), preprocessor)
+def test_multiple_choice_shapes_and_rank_error(tokenizer, trained):
+    model, _, _ = trained("multiple_choice")
+    preprocessor = model.preprocessor
+    assert preprocessor.sequence_length == 16
     prompts = ["the sky is", "grass is"]
     choices = [["blue", "green", "loud"], ["red", "green", "sad"]]
     x = preprocessor(x=(prompts, choices))
@@ -365,12 +416,14 @@ def test_untied_lm_head_without_hidden_dense(tokenizer):
     model = MegaMaskedLM(backbone, use_hidden_dense=False, tie_weights=False)
     assert model.lm_head.dense is None
     assert model.lm_head.kernel.shape == (16, tokenizer.vocabulary_size())
-    inputs = {
-        "token_ids": np.array([[0, 5, 4, 2]], "int32"),
-        "padding_mask": np.ones((1, 4), "int32"),
-        "mask_positions": np.array([[2, 1, 0]], "int32"),
+    # [4, 8] like the other tests: JAX compiles eager ops once per shape.
+    row = {
+        "token_ids": [0, 5, 4, 2, 1, 1, 1, 1],
+        "padding_mask": [1, 1, 1, 1, 0, 0, 0, 0],
+        "mask_positions": [2, 1, 0],
     }
-    assert model(inputs).shape == (1, 3, tokenizer.vocabulary_size())
+    inputs = {k: np.tile(np.array(v, "int32"), (4, 1)) for k, v in row.items()}
+    assert model(inputs).shape == (4, 3, tokenizer.vocabulary_size())
     restored = MegaMaskedLM.from_config(model.get_config())
     assert restored.lm_head.dense is None and not restored.tie_weights
 
@@ -384,3 +437,90 @@ def test_segment_embeddings_get_zero_segment_ids(tokenizer):
         "padding_mask": np.ones((1, 4), "int32"),
     }
     assert model(inputs).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["text_classifier", "multiple_choice"])
+def test_out_of_range_token_ids_give_a_clear_error(name, trained):
+    model, x, _ = trained(name)  # With a preprocessor attached.
+    inputs = preprocessed(model, x)
+    vocabulary_size = model.backbone.vocabulary_size
+    bad = dict(inputs, token_ids=np.array(inputs["token_ids"]))
+    bad["token_ids"].flat[3] = vocabulary_size
+    message = f"Token id {vocabulary_size} at index .* is out of range"
+    with pytest.raises(ValueError, match=message):
+        model.predict(bad, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model(bad)
+    bad["token_ids"].flat[3] = -1
+    with pytest.raises(ValueError, match="Token id -1 at index"):
+        model.evaluate(bad, verbose=0)
+
+
+def test_failed_task_save_keeps_the_previous_preset(
+    trained, tmp_path, monkeypatch
+):
+    model, x, _ = trained("text_classifier")
+    preset = tmp_path / "preset"
+    model.save_to_preset(str(preset))
+
+    def contents():
+        files = {}
+        for root, _, names in os.walk(preset):
+            for name in names:
+                with open(os.path.join(root, name), "rb") as f:
+                    files[os.path.relpath(f.name, preset)] = f.read()
+        return files
+
+    before = contents()
+
+    def broken_save(self, preset_dir):
+        # The task and backbone are written; the preprocessor fails halfway.
+        with open(os.path.join(preset_dir, "preprocessor.json"), "w") as f:
+            f.write("{half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(
+        MegaTextClassifierPreprocessor, "save_to_preset", broken_save
+    )
+    other = MegaTextClassifier(
+        tiny_backbone(model.preprocessor.tokenizer), 3, model.preprocessor,
+        multi_label=True,
+    )  # fmt: skip
+    with pytest.raises(OSError, match="No space"):
+        other.save_to_preset(str(preset))
+    assert contents() == before
+    assert os.listdir(tmp_path) == ["preset"]  # No partial directory left.
+    monkeypatch.undo()
+    loaded = MegaTextClassifier.from_preset(str(preset))
+    inputs = preprocessed(model, x)
+    assert_same_outputs(loaded(inputs), model(inputs))
+
+
+def test_remote_preset_offline_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for cls in (MegaTextClassifier, MegaTextClassifierPreprocessor):
+        with pytest.raises(ConnectionError, match="not reachable"):
+            cls.from_preset("hf://mnaylor/mega-base-wikitext")
+
+
+@pytest.mark.skipif(
+    keras.config.backend() == "torch",
+    reason="Keras cannot export dict inputs on torch (tested in test_export)",
+)
+def test_exported_classifier_serves_the_same_logits(trained, tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    model, x, _ = trained("text_classifier")
+    inputs = preprocessed(model, x)  # [4, 8]
+    inputs = {k: keras.ops.convert_to_numpy(v) for k, v in inputs.items()}
+    path = str(tmp_path / "saved_model")
+    model.export(path, sequence_length=8)
+    served = tf.saved_model.load(path)  # Keep it: its variables live here.
+    logits = served.serve(
+        {k: tf.constant(v, "int32") for k, v in inputs.items()}
+    )
+    np.testing.assert_allclose(
+        np.asarray(logits),
+        keras.ops.convert_to_numpy(model(inputs)),
+        rtol=1e-5,
+        atol=1e-6,
+    )

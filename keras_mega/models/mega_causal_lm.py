@@ -10,14 +10,13 @@ from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm_preprocessor import (
     MegaCausalLMPreprocessor,
 )
-from keras_mega.models.mega_lm_head import MegaLMHead
+from keras_mega.models.mega_task_utils import MegaLMTaskMixin
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
 from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaCausalLM(CausalLM):
+class MegaCausalLM(MegaLMTaskMixin, CausalLM):
     """Mega for causal (next token) language modeling.
 
     HF `MegaForCausalLM`'s head on a causal Mega backbone: an optional
@@ -87,14 +86,8 @@ class MegaCausalLM(CausalLM):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.lm_head = MegaLMHead(
-            vocabulary_size=backbone.vocabulary_size,
-            hidden_dim=backbone.hidden_dim,
-            use_hidden_dense=use_hidden_dense,
-            token_embedding=backbone.token_embedding if tie_weights else None,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="lm_head",
+        self.lm_head = self._lm_head(
+            backbone, use_hidden_dense, tie_weights, name="lm_head"
         )
 
         # === Functional Model ===
@@ -173,13 +166,3 @@ class MegaCausalLM(CausalLM):
         else:
             padding_mask = ops.ones_like(token_ids, dtype="bool")
         return {"token_ids": token_ids, "padding_mask": padding_mask}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "use_hidden_dense": self.use_hidden_dense,
-                "tie_weights": self.tie_weights,
-            }
-        )
-        return config

@@ -4,11 +4,12 @@ import keras
 from keras_hub.models import CausalLMPreprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preset_io import MegaPresetMixin
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaCausalLMPreprocessor(CausalLMPreprocessor):
+class MegaCausalLMPreprocessor(MegaPresetMixin, CausalLMPreprocessor):
     """Tokenizes and packs text for `MegaCausalLM`.
 
     Each string becomes `<s> text </s>`, padded with `<pad>` (or cut at the

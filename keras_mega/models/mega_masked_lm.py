@@ -4,17 +4,16 @@ import keras
 from keras_hub.models import MaskedLM
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_lm_head import MegaLMHead
 from keras_mega.models.mega_masked_lm_preprocessor import (
     MegaMaskedLMPreprocessor,
 )
+from keras_mega.models.mega_task_utils import MegaLMTaskMixin
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
 from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMaskedLM(MaskedLM):
+class MegaMaskedLM(MegaLMTaskMixin, MaskedLM):
     """Mega for masked language modeling.
 
     Predicts the original tokens at `mask_positions` with HF
@@ -74,14 +73,8 @@ class MegaMaskedLM(MaskedLM):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.lm_head = MegaLMHead(
-            vocabulary_size=backbone.vocabulary_size,
-            hidden_dim=backbone.hidden_dim,
-            use_hidden_dense=use_hidden_dense,
-            token_embedding=backbone.token_embedding if tie_weights else None,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="mlm_head",
+        self.lm_head = self._lm_head(
+            backbone, use_hidden_dense, tie_weights, name="mlm_head"
         )
 
         # === Functional Model ===
@@ -96,13 +89,3 @@ class MegaMaskedLM(MaskedLM):
         # === Config ===
         self.use_hidden_dense = use_hidden_dense
         self.tie_weights = tie_weights
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "use_hidden_dense": self.use_hidden_dense,
-                "tie_weights": self.tie_weights,
-            }
-        )
-        return config

@@ -1,15 +1,15 @@
 """Preprocessing for `MegaMaskedLM`: packing and dynamic MLM masking."""
 
 import keras
-from keras_hub.layers import MultiSegmentPacker
 from keras_hub.models import MaskedLMPreprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preprocessing_utils import RobertaPacking
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMaskedLMPreprocessor(MaskedLMPreprocessor):
+class MegaMaskedLMPreprocessor(RobertaPacking, MaskedLMPreprocessor):
     """Tokenizes, packs and randomly masks text for `MegaMaskedLM`.
 
     Packs one segment as `<s> a </s>` or several as `<s> a </s></s> b </s>`
@@ -46,22 +46,3 @@ class MegaMaskedLMPreprocessor(MaskedLMPreprocessor):
 
     backbone_cls = MegaBackbone
     tokenizer_cls = MegaTokenizer
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        # RoBERTa doubles the separator between segments.
-        self.packer = MultiSegmentPacker(
-            start_value=self.tokenizer.start_token_id,
-            end_value=self.tokenizer.end_token_id,
-            sep_value=[self.tokenizer.end_token_id] * 2,
-            pad_value=self.tokenizer.pad_token_id,
-            truncate=self.truncate,
-            sequence_length=self.sequence_length,
-        )
-
-    def call(self, x, y=None, sample_weight=None):
-        output = super().call(x, y=y, sample_weight=sample_weight)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)
-        # Mega (like HF's RoBERTa tokenizer) uses no segment ids.
-        del x["segment_ids"]
-        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)

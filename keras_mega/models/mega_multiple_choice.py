@@ -8,8 +8,11 @@ from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_multiple_choice_preprocessor import (
     MegaMultipleChoicePreprocessor,
 )
+from keras_mega.models.mega_task_utils import MegaTaskMixin
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import head_dense
+from keras_mega.models.mega_task_utils import head_dropout
+from keras_mega.models.mega_task_utils import with_segment_ids
 
 
 class _FlattenChoices(keras.layers.Layer):
@@ -35,7 +38,7 @@ class _UnflattenChoices(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMultipleChoice(Task):
+class MegaMultipleChoice(MegaTaskMixin, Task):
     """Mega for multiple choice: scores each choice of each example.
 
     HF `MegaForMultipleChoice`: every `(prompt, choice)` sequence runs
@@ -48,6 +51,10 @@ class MegaMultipleChoice(Task):
     `[batch, num_choices, length]` (rank 3: anything else raises a
     `ValueError`). Output: logits `[batch, num_choices]`. Labels: the index
     of the right choice.
+
+    `compile()` defaults to Adam (learning rate 5e-5), sparse categorical
+    cross-entropy over the choices (from logits) and sparse categorical
+    accuracy.
 
     Args:
         backbone: a `MegaBackbone`.
@@ -80,22 +87,11 @@ class MegaMultipleChoice(Task):
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.flatten_choices = _FlattenChoices(name="flatten_choices")
-        self.pooler_dense = keras.layers.Dense(
-            backbone.hidden_dim,
-            activation="tanh",
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="pooler_dense",
+        self.pooler_dense = head_dense(
+            backbone, backbone.hidden_dim, "pooler_dense", activation="tanh"
         )
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="output_dropout"
-        )
-        self.output_dense = keras.layers.Dense(
-            1,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="logits",
-        )
+        self.output_dropout = head_dropout(backbone, dropout, "output_dropout")
+        self.output_dense = head_dense(backbone, 1, "logits")
         self.unflatten_choices = _UnflattenChoices(name="unflatten_choices")
 
         # === Functional Model ===
@@ -107,14 +103,10 @@ class MegaMultipleChoice(Task):
                 shape=(None, None), dtype="int32", name="padding_mask"
             ),
         }
-        backbone_inputs = {
-            name: self.flatten_choices(tensor)
-            for name, tensor in inputs.items()
-        }
-        if "segment_ids" in backbone.input:
-            backbone_inputs["segment_ids"] = ops.zeros_like(
-                backbone_inputs["token_ids"]
-            )
+        backbone_inputs = with_segment_ids(
+            backbone,
+            {name: self.flatten_choices(x) for name, x in inputs.items()},
+        )
         x = backbone(backbone_inputs)[:, 0, :]
         x = self.pooler_dense(x)
         x = self.output_dropout(x)
@@ -136,34 +128,6 @@ class MegaMultipleChoice(Task):
                     " or add the choices axis."
                 )
         return super().call(inputs, *args, **kwargs)
-
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        *,
-        metrics="auto",
-        **kwargs,
-    ):
-        """Configures the model for training.
-
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
-                optimizer.
-            loss: `"auto"` (sparse categorical cross-entropy over the
-                choices, from logits) or any Keras loss.
-            metrics: `"auto"` (sparse categorical accuracy) or a list.
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy()]
-        super().compile(
-            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
-        )
 
     def get_config(self):
         config = super().get_config()

@@ -2,24 +2,17 @@
 
 import keras
 import numpy as np
-from keras_hub.models import Preprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preprocessing_utils import MegaPairPreprocessor
 from keras_mega.models.mega_preprocessing_utils import as_string_batch
-from keras_mega.models.mega_preprocessing_utils import in_tf_graph
 from keras_mega.models.mega_preprocessing_utils import pack_pair
-from keras_mega.models.mega_preprocessing_utils import run_in_tf_graph
 from keras_mega.models.mega_preprocessing_utils import to_python
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
-try:
-    import tensorflow as tf
-except ImportError:
-    tf = None
-
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMultipleChoicePreprocessor(Preprocessor):
+class MegaMultipleChoicePreprocessor(MegaPairPreprocessor):
     """Packs `(prompt, choices)` into one sequence per choice.
 
     `x` is a pair `(prompts, choices)`: a batch of prompt strings `[batch]`
@@ -59,25 +52,12 @@ class MegaMultipleChoicePreprocessor(Preprocessor):
     backbone_cls = MegaBackbone
     tokenizer_cls = MegaTokenizer
 
-    def __init__(
-        self,
-        tokenizer,
-        sequence_length=512,
-        truncate="round_robin",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.tokenizer = tokenizer
-        self.sequence_length = sequence_length
-        self.truncate = truncate
+    pair_names = ("prompts", "choices")
 
-    def _unpack(self, x):
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError(
-                "MegaMultipleChoicePreprocessor takes x=(prompts, choices). "
-                f"Received: {x!r:.200}"
-            )
-        return x
+    def __init__(
+        self, tokenizer, sequence_length=512, truncate="round_robin", **kwargs
+    ):
+        super().__init__(tokenizer, sequence_length, truncate, **kwargs)
 
     def _process(self, prompts, choices, y=None):
         prompts, batched = as_string_batch(prompts, "prompts")
@@ -129,35 +109,14 @@ class MegaMultipleChoicePreprocessor(Preprocessor):
         return outputs
 
     def call(self, x, y=None, sample_weight=None):
-        prompts, choices = self._unpack(x)
-        if in_tf_graph():
-            prompts = tf.convert_to_tensor(prompts)
-            unbatched = prompts.shape.rank == 0
-            shape = [None, self.sequence_length]
-            if not unbatched:
-                shape = [None] + shape
-            specs = [
-                tf.TensorSpec(shape, "int32"),
-                tf.TensorSpec(shape, "bool"),
-                tf.TensorSpec([] if unbatched else [None], "int32"),
-            ]
-            outputs = run_in_tf_graph(
-                self._process, [prompts, choices, y], specs
-            )
-        else:
-            outputs = self._process(prompts, choices, y)
-        token_ids, padding_mask, labels = outputs
+        prompts, choices = self._unpack_pair(x)
+        # Per example: [num_choices, sequence_length] ids and mask, a label.
+        shape = [None, self.sequence_length]
+        token_ids, padding_mask, labels = self._run(
+            [prompts, choices, y],
+            [(shape, "int32"), (shape, "bool"), ([], "int32")],
+        )
         x = {"token_ids": token_ids, "padding_mask": padding_mask}
         if y is None:
             return keras.utils.pack_x_y_sample_weight(x, None, sample_weight)
         return keras.utils.pack_x_y_sample_weight(x, labels, sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "sequence_length": self.sequence_length,
-                "truncate": self.truncate,
-            }
-        )
-        return config

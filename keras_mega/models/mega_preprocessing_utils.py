@@ -1,14 +1,20 @@
-"""Helpers for Mega's NumPy-written preprocessors.
+"""Helpers and base classes of Mega's preprocessors.
 
-The token classification, multiple choice and question answering
-preprocessors do their alignment (words to tokens, character spans to
-tokens) in plain Python/NumPy. Called directly they run eagerly; inside a
-`tf.data` pipeline (where keras-hub's `fit()` puts them when Grain is not
-installed) the same code runs through `tf.py_function`, so both paths give
-identical results.
+The masked LM and text classifier preprocessors pack segments RoBERTa's way
+(`RobertaPacking`). The token classification, multiple choice and question
+answering preprocessors (`MegaPythonPreprocessor`) do their alignment
+(words to tokens, character spans to tokens) in plain Python/NumPy. Called
+directly they run eagerly; inside a `tf.data` pipeline (where keras-hub's
+`fit()` puts them when Grain is not installed) the same code runs through
+`tf.py_function`, so both paths give identical results.
 """
 
+import keras
 import numpy as np
+from keras_hub.layers import MultiSegmentPacker
+from keras_hub.models import Preprocessor
+
+from keras_mega.models.mega_preset_io import MegaPresetMixin
 
 try:
     import tensorflow as tf
@@ -136,3 +142,113 @@ def pack_pair(first, second, sequence_length, tokenizer, truncate):
     ids = [start, *first[:n_first], end, end, *second[:n_second], end]
     ids += [tokenizer.pad_token_id] * (sequence_length - len(ids))
     return ids, n_first, n_second
+
+
+class RobertaPacking(MegaPresetMixin):
+    """Packs keras-hub's segments RoBERTa's way, without segment ids.
+
+    For keras-hub's `MaskedLMPreprocessor` and `TextClassifierPreprocessor`:
+    one segment becomes `<s> a </s>`, a pair `<s> a </s></s> b </s>` (HF's
+    `RobertaTokenizer` layout), padded with `<pad>`.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # RoBERTa doubles the separator between segments.
+        self.packer = MultiSegmentPacker(
+            start_value=self.tokenizer.start_token_id,
+            end_value=self.tokenizer.end_token_id,
+            sep_value=[self.tokenizer.end_token_id] * 2,
+            pad_value=self.tokenizer.pad_token_id,
+            truncate=self.truncate,
+            sequence_length=self.sequence_length,
+        )
+
+    def call(self, x, y=None, sample_weight=None):
+        output = super().call(x, y=y, sample_weight=sample_weight)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)
+        # Mega (like HF's RoBERTa tokenizer) uses no segment ids.
+        del x["segment_ids"]
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+
+class MegaPythonPreprocessor(MegaPresetMixin, Preprocessor):
+    """A preprocessor whose work is a Python/NumPy function, `_process`.
+
+    `_run` calls it eagerly, or through `tf.py_function` when traced by
+    `tf.data`.
+
+    Args:
+        tokenizer: a `MegaTokenizer`.
+        sequence_length: int. Length of the packed sequences.
+    """
+
+    def __init__(self, tokenizer, sequence_length=512, **kwargs):
+        super().__init__(**kwargs)
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+
+    def _process(self, *inputs):
+        raise NotImplementedError
+
+    def _run(self, inputs, example_specs):
+        """`self._process(*inputs)`, eagerly or inside a TF graph.
+
+        Args:
+            inputs: the arguments; the first one (strings) tells a batch
+                from a single example.
+            example_specs: `(shape, dtype)` of each output for one example.
+
+        Returns:
+            The outputs: NumPy arrays, or tensors inside a TF graph.
+        """
+        if not in_tf_graph():
+            return self._process(*inputs)
+        first = inputs[0]
+        if not isinstance(first, tf.RaggedTensor):
+            first = tf.convert_to_tensor(first)
+        batch = [] if first.shape.rank == 0 else [None]
+        specs = [
+            tf.TensorSpec(batch + list(shape), dtype)
+            for shape, dtype in example_specs
+        ]
+        return run_in_tf_graph(self._process, [first, *inputs[1:]], specs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sequence_length": self.sequence_length})
+        return config
+
+
+class MegaPairPreprocessor(MegaPythonPreprocessor):
+    """A `MegaPythonPreprocessor` of pairs: `x = (first, second)`, packed
+    as `<s> first </s></s> second </s>` and truncated by `truncate`.
+
+    Args:
+        tokenizer: a `MegaTokenizer`.
+        sequence_length: int. Length of the packed sequences.
+        truncate: `"round_robin"` or `"waterfall"`.
+    """
+
+    # The names of the two parts of `x`, for error messages.
+    pair_names = ("first", "second")
+
+    def __init__(
+        self, tokenizer, sequence_length=512, truncate="round_robin", **kwargs
+    ):
+        super().__init__(tokenizer, sequence_length, **kwargs)
+        self.truncate = truncate
+
+    def _unpack_pair(self, x):
+        if not isinstance(x, (tuple, list)) or len(x) != 2:
+            first, second = self.pair_names
+            raise ValueError(
+                f"{type(self).__name__} takes x=({first}, {second}). "
+                f"Received: {x!r:.200}"
+            )
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"truncate": self.truncate})
+        return config

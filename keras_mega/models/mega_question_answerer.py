@@ -7,13 +7,14 @@ from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_question_answerer_preprocessor import (
     MegaQuestionAnswererPreprocessor,
 )
+from keras_mega.models.mega_task_utils import MegaTaskMixin
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaQuestionAnswerer(Task):
+class MegaQuestionAnswerer(MegaTaskMixin, Task):
     """Mega for extractive question answering (span prediction).
 
     HF `MegaForQuestionAnswering`'s head: one dense layer with two outputs
@@ -25,8 +26,9 @@ class MegaQuestionAnswerer(Task):
     Inputs: `token_ids`, `padding_mask` (`[batch, length]`). Output:
     `{"start_logits": [batch, length], "end_logits": [batch, length]}`.
     Labels are `{"start_logits": start_position, "end_logits":
-    end_position}` (token positions); the default loss is the sum of the
-    two cross-entropies.
+    end_position}` (token positions). `compile()` defaults to Adam
+    (learning rate 5e-5), the sum of the two sparse categorical
+    cross-entropies (from logits), and the accuracy of each.
 
     Args:
         backbone: a `MegaBackbone`.
@@ -52,12 +54,7 @@ class MegaQuestionAnswerer(Task):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.span_dense = keras.layers.Dense(
-            2,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="qa_outputs",
-        )
+        self.span_dense = head_dense(backbone, 2, "qa_outputs")
 
         # === Functional Model ===
         inputs, backbone_inputs = task_inputs(backbone)
@@ -68,39 +65,11 @@ class MegaQuestionAnswerer(Task):
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        *,
-        metrics="auto",
-        **kwargs,
-    ):
-        """Configures the model for training.
+    def _auto_loss(self):
+        # One cross-entropy per output; Keras sums them.
+        loss = super()._auto_loss
+        return {name: loss() for name in ("start_logits", "end_logits")}
 
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
-                optimizer.
-            loss: `"auto"` (sparse categorical cross-entropy from logits on
-                each of `start_logits` and `end_logits`) or Keras losses.
-            metrics: `"auto"` (sparse categorical accuracy of each) or
-                Keras metrics.
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            loss = {
-                name: keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True
-                )
-                for name in ("start_logits", "end_logits")
-            }
-        if metrics == "auto":
-            metrics = {
-                name: [keras.metrics.SparseCategoricalAccuracy()]
-                for name in ("start_logits", "end_logits")
-            }
-        super().compile(
-            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
-        )
+    def _auto_metrics(self):
+        metrics = super()._auto_metrics
+        return {name: metrics() for name in ("start_logits", "end_logits")}

@@ -2,24 +2,17 @@
 
 import keras
 import numpy as np
-from keras_hub.models import Preprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preprocessing_utils import MegaPairPreprocessor
 from keras_mega.models.mega_preprocessing_utils import as_string_batch
-from keras_mega.models.mega_preprocessing_utils import in_tf_graph
 from keras_mega.models.mega_preprocessing_utils import pack_pair
-from keras_mega.models.mega_preprocessing_utils import run_in_tf_graph
 from keras_mega.models.mega_preprocessing_utils import to_python
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
-try:
-    import tensorflow as tf
-except ImportError:
-    tf = None
-
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaQuestionAnswererPreprocessor(Preprocessor):
+class MegaQuestionAnswererPreprocessor(MegaPairPreprocessor):
     """Packs `(question, context)` and maps answer spans to tokens.
 
     `x` is a pair `(questions, contexts)` of strings (or batches of
@@ -69,17 +62,12 @@ class MegaQuestionAnswererPreprocessor(Preprocessor):
     backbone_cls = MegaBackbone
     tokenizer_cls = MegaTokenizer
 
+    pair_names = ("questions", "contexts")
+
     def __init__(
-        self,
-        tokenizer,
-        sequence_length=512,
-        truncate="waterfall",
-        **kwargs,
+        self, tokenizer, sequence_length=512, truncate="waterfall", **kwargs
     ):
-        super().__init__(**kwargs)
-        self.tokenizer = tokenizer
-        self.sequence_length = sequence_length
-        self.truncate = truncate
+        super().__init__(tokenizer, sequence_length, truncate, **kwargs)
 
     def _pack(self, questions, contexts):
         tok = self.tokenizer
@@ -175,44 +163,15 @@ class MegaQuestionAnswererPreprocessor(Preprocessor):
         return context[offsets[start][0] : offsets[end][1]]
 
     def call(self, x, y=None, sample_weight=None):
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError(
-                "MegaQuestionAnswererPreprocessor takes "
-                f"x=(questions, contexts). Received: {x!r:.200}"
-            )
-        questions, contexts = x
-        if in_tf_graph():
-            questions = tf.convert_to_tensor(questions)
-            unbatched = questions.shape.rank == 0
-            shape = [self.sequence_length] if unbatched else [
-                None,
-                self.sequence_length,
-            ]
-            position_shape = [] if unbatched else [None]
-            specs = [
-                tf.TensorSpec(shape, "int32"),
-                tf.TensorSpec(shape, "bool"),
-                tf.TensorSpec(position_shape, "int32"),
-                tf.TensorSpec(position_shape, "int32"),
-            ]
-            outputs = run_in_tf_graph(
-                self._process, [questions, contexts, y], specs
-            )
-        else:
-            outputs = self._process(questions, contexts, y)
-        token_ids, padding_mask, starts, ends = outputs
+        questions, contexts = self._unpack_pair(x)
+        # Per example: ids and mask, the answer's first and last token.
+        shape = [self.sequence_length]
+        token_ids, padding_mask, starts, ends = self._run(
+            [questions, contexts, y],
+            [(shape, "int32"), (shape, "bool"), ([], "int32"), ([], "int32")],
+        )
         x = {"token_ids": token_ids, "padding_mask": padding_mask}
         if y is None:
             return keras.utils.pack_x_y_sample_weight(x, None, sample_weight)
         y = {"start_logits": starts, "end_logits": ends}
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "sequence_length": self.sequence_length,
-                "truncate": self.truncate,
-            }
-        )
-        return config

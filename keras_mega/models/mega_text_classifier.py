@@ -4,9 +4,11 @@ import keras
 from keras_hub.models import TextClassifier
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_task_utils import MegaTaskMixin
 from keras_mega.models.mega_task_utils import check_num_classes
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import head_dense
+from keras_mega.models.mega_task_utils import head_dropout
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_text_classifier_preprocessor import (
     MegaTextClassifierPreprocessor,
@@ -14,7 +16,7 @@ from keras_mega.models.mega_text_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTextClassifier(TextClassifier):
+class MegaTextClassifier(MegaTaskMixin, TextClassifier):
     """Mega for sequence classification and regression.
 
     HF `MegaClassificationHead` on the first token (`<s>`): dropout,
@@ -32,6 +34,10 @@ class MegaTextClassifier(TextClassifier):
     Inputs: `token_ids`, `padding_mask` (`[batch, length]`). Output:
     `[batch, num_classes]` logits (or scores, see `activation`). For long
     documents use a backbone with `chunk_size` (chunked attention).
+
+    `compile()` defaults to Adam (learning rate 5e-5), the problem type's
+    loss (from logits unless `activation` gives probabilities) and metric:
+    sparse categorical accuracy, binary accuracy or mean absolute error.
 
     Args:
         backbone: a `MegaBackbone`.
@@ -89,25 +95,13 @@ class MegaTextClassifier(TextClassifier):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.pooled_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="pooled_dropout"
+        self.pooled_dropout = head_dropout(backbone, dropout, "pooled_dropout")
+        self.pooled_dense = head_dense(
+            backbone, hidden_dim, "pooled_dense", activation="tanh"
         )
-        self.pooled_dense = keras.layers.Dense(
-            hidden_dim,
-            activation="tanh",
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="pooled_dense",
-        )
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="output_dropout"
-        )
-        self.output_dense = keras.layers.Dense(
-            num_classes,
-            activation=activation,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="logits",
+        self.output_dropout = head_dropout(backbone, dropout, "output_dropout")
+        self.output_dense = head_dense(
+            backbone, num_classes, "logits", activation=activation
         )
 
         # === Functional Model ===
@@ -139,56 +133,23 @@ class MegaTextClassifier(TextClassifier):
             return "regression"
         return "single_label_classification"
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        *,
-        metrics="auto",
-        **kwargs,
-    ):
-        """Configures the classifier for training.
+    def _auto_loss(self):
+        if self.problem_type == "regression":
+            return keras.losses.MeanSquaredError()
+        if self.problem_type == "multi_label_classification":
+            return keras.losses.BinaryCrossentropy(
+                from_logits=self._from_logits(keras.activations.sigmoid)
+            )
+        return super()._auto_loss()
 
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
-                optimizer.
-            loss: `"auto"` or any Keras loss. `"auto"` picks the loss of the
-                problem type: sparse categorical cross-entropy, binary
-                cross-entropy (multi-label) or mean squared error
-                (regression), from logits unless `activation` makes
-                probabilities.
-            metrics: `"auto"` or a list of metrics: sparse categorical
-                accuracy, binary accuracy, or mean absolute error.
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        problem_type = self.problem_type
-        activation = keras.activations.get(self.activation)
-        if loss == "auto":
-            if problem_type == "regression":
-                loss = keras.losses.MeanSquaredError()
-            elif problem_type == "multi_label_classification":
-                from_logits = activation != keras.activations.sigmoid
-                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
-            else:
-                from_logits = activation != keras.activations.softmax
-                loss = keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=from_logits
-                )
-        if metrics == "auto":
-            if problem_type == "regression":
-                metrics = [keras.metrics.MeanAbsoluteError()]
-            elif problem_type == "multi_label_classification":
-                from_logits = activation != keras.activations.sigmoid
-                metrics = [
-                    keras.metrics.BinaryAccuracy(
-                        threshold=0.0 if from_logits else 0.5
-                    )
-                ]
-            else:
-                metrics = [keras.metrics.SparseCategoricalAccuracy()]
-        super().compile(
-            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
-        )
+    def _auto_metrics(self):
+        if self.problem_type == "regression":
+            return [keras.metrics.MeanAbsoluteError()]
+        if self.problem_type == "multi_label_classification":
+            from_logits = self._from_logits(keras.activations.sigmoid)
+            threshold = 0.0 if from_logits else 0.5
+            return [keras.metrics.BinaryAccuracy(threshold=threshold)]
+        return super()._auto_metrics()
 
     def get_config(self):
         config = super().get_config()

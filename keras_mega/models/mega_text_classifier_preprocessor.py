@@ -1,15 +1,17 @@
 """Preprocessing for `MegaTextClassifier`: single strings or pairs."""
 
 import keras
-from keras_hub.layers import MultiSegmentPacker
 from keras_hub.models import TextClassifierPreprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preprocessing_utils import RobertaPacking
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTextClassifierPreprocessor(TextClassifierPreprocessor):
+class MegaTextClassifierPreprocessor(
+    RobertaPacking, TextClassifierPreprocessor
+):
     """Tokenizes and packs text for `MegaTextClassifier`, RoBERTa style.
 
     One segment becomes `<s> a </s>`; a pair becomes `<s> a </s></s> b </s>`
@@ -43,22 +45,3 @@ class MegaTextClassifierPreprocessor(TextClassifierPreprocessor):
 
     backbone_cls = MegaBackbone
     tokenizer_cls = MegaTokenizer
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        # RoBERTa doubles the separator between segments.
-        self.packer = MultiSegmentPacker(
-            start_value=self.tokenizer.start_token_id,
-            end_value=self.tokenizer.end_token_id,
-            sep_value=[self.tokenizer.end_token_id] * 2,
-            pad_value=self.tokenizer.pad_token_id,
-            truncate=self.truncate,
-            sequence_length=self.sequence_length,
-        )
-
-    def call(self, x, y=None, sample_weight=None):
-        output = super().call(x, y=y, sample_weight=sample_weight)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)
-        # Mega (like HF's RoBERTa tokenizer) uses no segment ids.
-        del x["segment_ids"]
-        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)

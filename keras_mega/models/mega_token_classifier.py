@@ -4,9 +4,11 @@ import keras
 from keras_hub.models import Task
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_task_utils import MegaTaskMixin
 from keras_mega.models.mega_task_utils import check_num_classes
 from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import kernel_initializer
+from keras_mega.models.mega_task_utils import head_dense
+from keras_mega.models.mega_task_utils import head_dropout
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_token_classifier_preprocessor import (
     MegaTokenClassifierPreprocessor,
@@ -14,7 +16,7 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTokenClassifier(Task):
+class MegaTokenClassifier(MegaTaskMixin, Task):
     """Mega for token classification (e.g. named entities, tagging).
 
     HF `MegaForTokenClassification`'s head: dropout, then a dense layer to
@@ -26,6 +28,11 @@ class MegaTokenClassifier(Task):
 
     Inputs: `token_ids`, `padding_mask` (`[batch, length]`). Output: logits
     `[batch, length, num_classes]`.
+
+    `compile()` defaults to Adam (learning rate 5e-5), sparse categorical
+    cross-entropy (from logits unless `activation` is softmax) and sparse
+    categorical accuracy as a weighted metric, counted only where
+    `sample_weight` is non-zero.
 
     Args:
         backbone: a `MegaBackbone`.
@@ -63,15 +70,9 @@ class MegaTokenClassifier(Task):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="output_dropout"
-        )
-        self.output_dense = keras.layers.Dense(
-            num_classes,
-            activation=activation,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name="logits",
+        self.output_dropout = head_dropout(backbone, dropout, "output_dropout")
+        self.output_dense = head_dense(
+            backbone, num_classes, "logits", activation=activation
         )
 
         # === Functional Model ===
@@ -89,40 +90,11 @@ class MegaTokenClassifier(Task):
         if compile:
             self.compile()
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        *,
-        weighted_metrics="auto",
-        **kwargs,
-    ):
-        """Configures the tagger for training.
+    def _auto_metrics(self):
+        return None
 
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
-                optimizer.
-            loss: `"auto"` (sparse categorical cross-entropy, from logits
-                unless `activation` is softmax) or any Keras loss.
-            weighted_metrics: `"auto"` (sparse categorical accuracy, counted
-                only where `sample_weight` is non-zero) or a list.
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            activation = keras.activations.get(self.activation)
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=activation != keras.activations.softmax
-            )
-        if weighted_metrics == "auto":
-            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy()]
-        super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            weighted_metrics=weighted_metrics,
-            **kwargs,
-        )
+    def _auto_weighted_metrics(self):
+        return super()._auto_metrics()
 
     def get_config(self):
         config = super().get_config()

@@ -2,22 +2,15 @@
 
 import keras
 import numpy as np
-from keras_hub.models import Preprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_preprocessing_utils import in_tf_graph
-from keras_mega.models.mega_preprocessing_utils import run_in_tf_graph
+from keras_mega.models.mega_preprocessing_utils import MegaPythonPreprocessor
 from keras_mega.models.mega_preprocessing_utils import to_python
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
-try:
-    import tensorflow as tf
-except ImportError:
-    tf = None
-
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTokenClassifierPreprocessor(Preprocessor):
+class MegaTokenClassifierPreprocessor(MegaPythonPreprocessor):
     """Tokenizes words and aligns per-word labels to tokens.
 
     keras-hub has no token classification preprocessor; this is a small one
@@ -77,13 +70,11 @@ class MegaTokenClassifierPreprocessor(Preprocessor):
         label_all_subtokens=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
         if sequence_length < 2:
             raise ValueError(
                 f"sequence_length must be at least 2, got {sequence_length}."
             )
-        self.tokenizer = tokenizer
-        self.sequence_length = sequence_length
+        super().__init__(tokenizer, sequence_length, **kwargs)
         self.add_prefix_space = add_prefix_space
         self.label_all_subtokens = label_all_subtokens
 
@@ -176,25 +167,12 @@ class MegaTokenClassifierPreprocessor(Preprocessor):
         return outputs
 
     def call(self, x, y=None, sample_weight=None):
-        if in_tf_graph():
-            x = tf.convert_to_tensor(x) if not _is_ragged(x) else x
-            unbatched = x.shape.rank == 0
-            shape = [self.sequence_length] if unbatched else [
-                None,
-                self.sequence_length,
-            ]
-            specs = [
-                tf.TensorSpec(shape, "int32"),
-                tf.TensorSpec(shape, "bool"),
-                tf.TensorSpec(shape, "int32"),
-                tf.TensorSpec(shape, "float32"),
-            ]
-            outputs = run_in_tf_graph(
-                self._process, [x, y, sample_weight], specs
-            )
-        else:
-            outputs = self._process(x, y, sample_weight)
-        token_ids, padding_mask, labels, weights = outputs
+        # Per example: ids, mask, labels and weights, one per position.
+        shape = [self.sequence_length]
+        dtypes = ["int32", "bool", "int32", "float32"]
+        token_ids, padding_mask, labels, weights = self._run(
+            [x, y, sample_weight], [(shape, dtype) for dtype in dtypes]
+        )
         x = {"token_ids": token_ids, "padding_mask": padding_mask}
         if y is None:
             return keras.utils.pack_x_y_sample_weight(x)
@@ -204,13 +182,9 @@ class MegaTokenClassifierPreprocessor(Preprocessor):
         config = super().get_config()
         config.update(
             {
-                "sequence_length": self.sequence_length,
                 "add_prefix_space": self.add_prefix_space,
                 "label_all_subtokens": self.label_all_subtokens,
             }
         )
         return config
 
-
-def _is_ragged(x):
-    return tf is not None and isinstance(x, tf.RaggedTensor)

@@ -7,6 +7,7 @@ from tokenizers import AddedToken
 from tokenizers import pre_tokenizers
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_preset_io import MegaPresetMixin
 
 try:
     import tensorflow as tf
@@ -15,7 +16,7 @@ except ImportError:  # TF is only needed inside `tf.data` pipelines.
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTokenizer(BytePairTokenizer):
+class MegaTokenizer(MegaPresetMixin, BytePairTokenizer):
     """Mega's tokenizer: RoBERTa's byte-level BPE.
 
     HF Mega checkpoints (e.g. `mnaylor/mega-base-wikitext`) ship RoBERTa's
