@@ -71,7 +71,7 @@ class MegaAwareKerasPresetLoader(preset_utils.KerasPresetLoader):
     def __init__(self, preset, config):
         super().__init__(preset, config)
         if str(config.get("registered_name", "")).startswith("keras_mega>"):
-            from keras_mega.models.mega_model_mixin import check_preset_format
+            from keras_mega.models.mega_preset_io import check_preset_format
 
             check_preset_format(preset)
 

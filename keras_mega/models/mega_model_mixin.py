@@ -1,22 +1,10 @@
-"""Behaviour shared by every keras-mega model and preprocessing layer."""
-
-import contextlib
-import contextvars
-import json
-import os
-import shutil
-import uuid
+"""Behaviour shared by every keras-mega model (backbone and tasks)."""
 
 import keras
 import numpy as np
 
 from keras_mega.backend import is_concrete
-
-# Version of the preset layout keras-mega writes; presets of a newer format
-# are refused with a clear error instead of failing somewhere inside.
-PRESET_FORMAT_VERSION = 1
-PRESET_FORMAT_FILE = "keras_mega.json"
-
+from keras_mega.models.mega_preset_io import MegaPresetMixin
 
 def check_token_ids(token_ids, vocabulary_size):
     """Raises a `ValueError` naming the first id outside the vocabulary.
@@ -39,79 +27,8 @@ def check_token_ids(token_ids, vocabulary_size):
         )
 
 
-_SAVING = contextvars.ContextVar("keras_mega_saving", default=False)
-
-
-@contextlib.contextmanager
-def atomic_directory(path):
-    """Yields a temporary sibling of `path` that replaces `path` on success.
-
-    The temporary directory starts as a copy of an existing `path`, so a
-    save adds to a preset as keras-hub's does (a tokenizer saved into a
-    model's preset keeps the model). On an error (or an interrupt) the
-    temporary directory is removed and `path` is left as it was. Saves
-    nested in one (a task saving its backbone) write into it directly.
-    """
-    if _SAVING.get():
-        yield path
-        return
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{tag}")
-    old = os.path.join(parent, f".{os.path.basename(path)}.old-{tag}")
-    if os.path.isdir(path):
-        shutil.copytree(path, tmp)
-    else:
-        os.makedirs(tmp)
-    token = _SAVING.set(True)
-    try:
-        yield tmp
-        with open(os.path.join(tmp, PRESET_FORMAT_FILE), "w") as f:
-            from keras_mega import __version__
-
-            json.dump(
-                {
-                    "format_version": PRESET_FORMAT_VERSION,
-                    "keras_mega_version": __version__,
-                },
-                f,
-            )
-        if os.path.exists(path):
-            os.rename(path, old)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.exists(old) and not os.path.exists(path):
-            os.rename(old, path)
-        raise
-    finally:
-        _SAVING.reset(token)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def check_preset_format(preset_dir):
-    """Refuses presets written by a newer, incompatible keras-mega."""
-    file = os.path.join(str(preset_dir), PRESET_FORMAT_FILE)
-    if not os.path.exists(file):
-        return
-    with open(file) as f:
-        info = json.load(f)
-    version = info.get("format_version", 0)
-    if version > PRESET_FORMAT_VERSION:
-        from keras_mega import __version__
-
-        raise ValueError(
-            f"The preset {preset_dir} was written by keras-mega "
-            f"{info.get('keras_mega_version', '?')} in preset format "
-            f"{version}; this keras-mega ({__version__}) reads formats up to "
-            f"{PRESET_FORMAT_VERSION}. Upgrade keras-mega to load it."
-        )
-
-
-class MegaModelMixin:
-    """Input checks and atomic `save_to_preset` for keras-mega classes.
+class MegaModelMixin(MegaPresetMixin):
+    """Input checks and export, plus `MegaPresetMixin`'s preset handling.
 
     Subclasses name their vocabulary size through `_vocabulary_size()`.
     """
@@ -186,18 +103,3 @@ class MegaModelMixin:
             kwargs["input_signature"] = [signature]
             kwargs.setdefault("jax2tf_kwargs", {"polymorphic_shapes": [shapes]})
         return super().export(filepath, format=format, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, *args, **kwargs):
-        """keras-hub's `from_preset`, failing fast offline for remote
-        handles and refusing presets of a newer keras-mega."""
-        from keras_mega.models.mega_presets import check_reachable
-
-        check_reachable(preset, cls.__name__)
-        return super().from_preset(preset, *args, **kwargs)
-
-    def save_to_preset(self, preset_dir, *args, **kwargs):
-        """Saves to `preset_dir` atomically: a failed or interrupted save
-        leaves no half-written preset and keeps an existing one."""
-        with atomic_directory(preset_dir) as tmp:
-            super().save_to_preset(tmp, *args, **kwargs)

@@ -1,14 +1,96 @@
 """Preset saving and loading shared by keras-mega's models and layers."""
 
-from keras_mega.models.mega_model_mixin import atomic_directory
+import contextlib
+import contextvars
+import json
+import os
+import shutil
+import uuid
+
+# Version of the preset layout keras-mega writes; presets of a newer format
+# are refused with a clear error instead of failing somewhere inside.
+PRESET_FORMAT_VERSION = 1
+PRESET_FORMAT_FILE = "keras_mega.json"
+
+
+_SAVING = contextvars.ContextVar("keras_mega_saving", default=False)
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary sibling of `path` that replaces `path` on success.
+
+    The temporary directory starts as a copy of an existing `path`, so a
+    save adds to a preset as keras-hub's does (a tokenizer saved into a
+    model's preset keeps the model). On an error (or an interrupt) the
+    temporary directory is removed and `path` is left as it was. Saves
+    nested in one (a task saving its backbone) write into it directly.
+    """
+    if _SAVING.get():
+        yield path
+        return
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{tag}")
+    old = os.path.join(parent, f".{os.path.basename(path)}.old-{tag}")
+    if os.path.isdir(path):
+        shutil.copytree(path, tmp)
+    else:
+        os.makedirs(tmp)
+    token = _SAVING.set(True)
+    try:
+        yield tmp
+        with open(os.path.join(tmp, PRESET_FORMAT_FILE), "w") as f:
+            from keras_mega import __version__
+
+            json.dump(
+                {
+                    "format_version": PRESET_FORMAT_VERSION,
+                    "keras_mega_version": __version__,
+                },
+                f,
+            )
+        if os.path.exists(path):
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(path):
+            os.rename(old, path)
+        raise
+    finally:
+        _SAVING.reset(token)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_preset_format(preset_dir):
+    """Refuses presets written by a newer, incompatible keras-mega."""
+    file = os.path.join(str(preset_dir), PRESET_FORMAT_FILE)
+    if not os.path.exists(file):
+        return
+    with open(file) as f:
+        info = json.load(f)
+    version = info.get("format_version", 0)
+    if version > PRESET_FORMAT_VERSION:
+        from keras_mega import __version__
+
+        raise ValueError(
+            f"The preset {preset_dir} was written by keras-mega "
+            f"{info.get('keras_mega_version', '?')} in preset format "
+            f"{version}; this keras-mega ({__version__}) reads formats up to "
+            f"{PRESET_FORMAT_VERSION}. Upgrade keras-mega to load it."
+        )
+
+
 
 
 class MegaPresetMixin:
     """Atomic `save_to_preset`, and a `from_preset` that fails fast offline.
 
-    For the tokenizer and the preprocessors: unlike `MegaModelMixin` it adds
-    no `fit`/`predict`/`export` (and no token id checks), which layers do
-    not have.
+    Used as is by the tokenizer and the preprocessors, and through
+    `MegaModelMixin` by the backbone and the tasks.
     """
 
     @classmethod
