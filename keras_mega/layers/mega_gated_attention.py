@@ -200,8 +200,11 @@ class MegaGatedAttention(MegaAttentionSublayer):
         u = ops.sigmoid(u)
         zr = ops.silu(zr)  # HF and fairseq use SiLU here, whatever `activation`
         shared, r = ops.split(zr, [z], axis=-1)
-        query = shared * self.qk_weight[0] + self.qk_bias[0]
-        key = shared * self.qk_weight[1] + self.qk_bias[1]
+        # Cast by hand: `call_with_cache` runs outside Keras' autocast scope.
+        weight = ops.cast(self.qk_weight, shared.dtype)
+        bias = ops.cast(self.qk_bias, shared.dtype)
+        query = shared * weight[0] + bias[0]
+        key = shared * weight[1] + bias[1]
         return u, r, hx, query, key
 
     def _output(self, residual, u, r, hx, attended, training):
