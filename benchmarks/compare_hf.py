@@ -201,7 +201,7 @@ def main():
     with open(args.out, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    print(f"\n| case | backend | tokens/s | HF tokens/s | ratio | compile s | peak MB (HF) |")
+    print("\n| case | backend | tokens/s | HF tokens/s | ratio | compile s | peak MB (HF) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         fmt = lambda v, p="{:,.0f}": p.format(v) if isinstance(v, (int, float)) else "-"

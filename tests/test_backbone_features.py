@@ -1,6 +1,5 @@
 """Per-layer outputs, attention maps and embeddings input against HF."""
 
-import keras
 import numpy as np
 import pytest
 
