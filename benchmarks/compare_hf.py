@@ -2,6 +2,7 @@
 
     python benchmarks/compare_hf.py [--quick] [--backends jax,tensorflow,torch]
         [--lengths 1024,4096] [--steps 5] [--out results.jsonl]
+        [--full-max 4096]
 
 The LRA-Text-sized encoder (4 layers, hidden 128, intermediate 256, shared
 representation 64, EMA 16, ScaleNorm post-norm, softmax, bidirectional,
@@ -12,8 +13,10 @@ Every measurement runs in its own subprocess (so peak memory is its own);
 compile time is reported apart, warm-up excluded, the median of `--steps`
 timed steps counts. `--causal` adds the causal LM case (12 layers, hidden
 512, chunk 2048 on GPU; scaled down to 4 layers, hidden 256, chunk 256 on
-CPU). Prints a table and writes JSON lines with `case`, `backend`,
-`tokens_per_s`, `hf_tokens_per_s`, `ratio_vs_hf`.
+CPU). `--lengths 1024,16384` checks that chunked throughput per token is
+flat in L (full attention is skipped above `--full-max`). Prints a table
+and writes JSON lines with `case`, `backend`, `tokens_per_s`,
+`hf_tokens_per_s`, `ratio_vs_hf`.
 """
 
 import argparse
@@ -161,6 +164,12 @@ def main():
     parser.add_argument("--lengths", default="1024,4096")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--causal", action="store_true")
+    parser.add_argument(
+        "--full-max",
+        type=int,
+        default=4096,
+        help="full attention only up to this length (chunked at every one)",
+    )
     parser.add_argument("--out", default="benchmarks/compare_hf.jsonl")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,6 +181,7 @@ def main():
         dict(model="encoder", length=length, chunk=chunk)
         for length in lengths
         for chunk in (0, 128)
+        if chunk or length <= args.full_max
     ]
     if args.causal:
         cases += [dict(model="causal", length=max(lengths), chunk=256)]

@@ -4,7 +4,6 @@ import json
 import os
 import time
 
-import keras
 import numpy as np
 import pytest
 
@@ -63,24 +62,6 @@ def test_non_positive_chunk_or_truncation(option, value):
         tiny(**{option: value})
 
 
-@pytest.mark.parametrize(
-    "policy", ["mixed_bfloat16", "mixed_float16"]
-)
-def test_mixed_precision_long_sequence_stays_finite(policy):
-    keras.config.set_dtype_policy(policy)
-    backbone = tiny(chunk_size=128, vocabulary_size=50, hidden_dim=16)
-    for variable in backbone.weights:  # large activations
-        if "embeddings" in variable.path:
-            variable.assign(variable * 500.0)
-    ids = np.random.default_rng(0).integers(3, 50, (1, 16384)).astype("int32")
-    out = keras.ops.convert_to_numpy(
-        keras.ops.cast(backbone(_inputs(ids)), "float32")
-    )
-    assert np.isfinite(out).all()
-    ema = backbone.mega_layers[0].mega_layer.ema_gate
-    assert keras.backend.standardize_dtype(ema.damping_factor.dtype) == "float32"
-
-
 def test_preset_of_newer_format_is_refused(tmp_path):
     backbone = tiny()
     preset = str(tmp_path / "preset")
@@ -133,3 +114,21 @@ def test_named_preset_is_registered_with_keras_hub():
 
     assert "mega_base_wikitext" in MegaBackbone.presets
     assert "mega_base_wikitext" in keras_hub.models.Backbone.presets
+
+
+def test_named_preset_matches_the_documented_hf_config():
+    transformers = pytest.importorskip("transformers")
+    from keras_mega.convert.hf import convert_backbone_config
+    from keras_mega.models.mega_presets import MEGA_BASE_WIKITEXT_HF_CONFIG
+    from keras_mega.models.mega_presets import backbone_presets
+
+    documented = MEGA_BASE_WIKITEXT_HF_CONFIG
+    defaults = transformers.MegaConfig()
+    differ = {k for k, v in documented.items() if getattr(defaults, k) != v}
+    assert differ == {"vocab_size", "max_positions"}
+    config = transformers.MegaConfig(**documented)
+    backbone = MegaBackbone(**convert_backbone_config(config.to_dict()))
+    metadata = backbone_presets["mega_base_wikitext"]["metadata"]
+    assert backbone.count_params() == metadata["params"]
+    for fact in ("hidden 128", "4-layer", "intermediate 256", "EMA 16", "50265"):
+        assert fact in metadata["description"]

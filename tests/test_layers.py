@@ -56,6 +56,36 @@ def test_ema_matches_hf(bidirectional, truncation):
     assert_close(actual, _batch_major(expected))
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_block_ema_matches_hf_across_blocks(bidirectional):
+    # 150 steps: two full blocks of 64 and a front-padded one, padding inside.
+    hf = make_hf_model(bidirectional=bidirectional)
+    module = hf.layers[0].mega_layer.ema_gate
+    ema = layers.MegaEMA(D, ema_dim=4, bidirectional=bidirectional)
+    ema.build((None, None, D))
+    _load(convert.ema_weight_map(ema, "m"), module)
+    x = _x(3, (B, 150, D))
+    mask = np.ones((B, 150), "int32")
+    mask[1, 100:] = 0
+    with torch.no_grad():
+        expected, _ = module(_time_major(x), torch.tensor(mask))
+    assert_close(ema(x, padding_mask=mask), _batch_major(expected))
+
+
+@pytest.mark.parametrize("length,block", [(1, 4), (7, 4), (8, 4), (37, 4), (9, 64)])
+def test_block_ema_equals_fft_and_state(length, block):
+    from keras_mega.layers.mega_ema import block_ema
+    from keras_mega.layers.mega_ema import fft_convolution
+
+    ema = layers.MegaEMA(D, ema_dim=4, ema_init="timescales")
+    ema.build((None, None, D))
+    x = _x(4, (B, length, D))
+    u = keras.ops.transpose(x, (2, 0, 1))
+    y, state = block_ema(u, *ema.coefficients(), block=block)
+    assert_close(y, fft_convolution(u, ema.kernel(length)))
+    assert_close(state, ema.state_at(x, length))
+
+
 @pytest.mark.parametrize("blocks", [[9], [1] * 9, [4, 1, 4], [2, 7]])
 def test_ema_recurrence_equals_fft(blocks):
     ema = layers.MegaEMA(D, ema_dim=4)

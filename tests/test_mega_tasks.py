@@ -238,6 +238,89 @@ def test_save_and_load_round_trip(name, trained, tmp_path):
     assert_same_outputs(loaded(inputs), expected)
 
 
+OTHER_BACKEND = {"jax": "tensorflow", "tensorflow": "torch", "torch": "jax"}
+LOAD_ON_OTHER_BACKEND = r"""
+import json, sys
+import keras, keras_hub, numpy as np
+import keras_mega
+sys.path.insert(0, sys.argv[2])
+from test_mega_tasks import preprocessed
+
+BASES = {
+    "causal_lm": keras_hub.models.CausalLM,
+    "masked_lm": keras_hub.models.MaskedLM,
+    "text_classifier": keras_hub.models.TextClassifier,
+}
+report = {}
+for name, x in json.load(open(sys.argv[1] + "/raw.json")).items():
+    root = f"{sys.argv[1]}/{name}"
+    cls = BASES.get(name) or getattr(
+        keras_mega.models, json.load(open(root + "/class.json"))
+    )
+    model = cls.from_preset(root + "/preset")
+    saved = np.load(root + "/arrays.npz")
+    x = tuple(np.array(a) for a in x) if name in ("multiple_choice", "question_answerer") else x
+    inputs = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessed(model, x))
+    outputs = keras.tree.flatten(model(inputs))
+    report[name] = {
+        "class": type(model).__name__,
+        "weights_equal": all(
+            np.array_equal(keras.ops.convert_to_numpy(w), saved[f"w{i}"])
+            for i, w in enumerate(model.weights)
+        ),
+        "inputs_equal": all(
+            np.array_equal(np.asarray(inputs[k]), saved["in_" + k]) for k in inputs
+        ),
+        "max_error": max(
+            float(np.abs(keras.ops.convert_to_numpy(o) - saved[f"out{i}"]).max())
+            for i, o in enumerate(outputs)
+        ),
+    }
+print("RESULT " + json.dumps(report))
+"""
+
+
+def test_presets_load_on_another_backend(trained, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    raw = {}
+    for name in TASKS:
+        model, x, _ = trained(name)
+        root = tmp_path / name
+        model.save_to_preset(str(root / "preset"))
+        inputs = keras.tree.map_structure(
+            keras.ops.convert_to_numpy, preprocessed(model, x)
+        )
+        arrays = {f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.weights)}
+        arrays.update({"in_" + k: np.asarray(v) for k, v in inputs.items()})
+        for i, out in enumerate(keras.tree.flatten(model(inputs))):
+            arrays[f"out{i}"] = keras.ops.convert_to_numpy(out)
+        np.savez(root / "arrays.npz", **arrays)
+        (root / "class.json").write_text(json.dumps(type(model).__name__))
+        raw[name] = [np.asarray(a).tolist() for a in x] if isinstance(x, tuple) else list(x)
+    (tmp_path / "raw.json").write_text(json.dumps(raw))
+
+    backend = OTHER_BACKEND[keras.backend.backend()]
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_ON_OTHER_BACKEND, str(tmp_path),
+         os.path.dirname(__file__)],
+        capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": backend},
+    )  # fmt: skip
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, proc.stderr[-3000:]
+    report = json.loads(lines[-1][len("RESULT ") :])
+    assert sorted(report) == sorted(TASKS)
+    for name, result in report.items():
+        model = trained(name)[0]
+        assert result["class"] == type(model).__name__, name
+        assert result["weights_equal"], f"{name}: weights differ on {backend}"
+        assert result["inputs_equal"], f"{name}: preprocessing differs"
+        assert result["max_error"] < 1e-5, (name, backend, result["max_error"])
+
+
 def test_text_classifier_multi_label_and_regression(tokenizer, trained):
     model, _, _ = trained("text_classifier")  # Trained on multi labels.
     assert model.problem_type == "multi_label_classification"
@@ -507,20 +590,40 @@ def test_remote_preset_offline_fails_fast(monkeypatch):
     keras.config.backend() == "torch",
     reason="Keras cannot export dict inputs on torch (tested in test_export)",
 )
-def test_exported_classifier_serves_the_same_logits(trained, tmp_path):
+@pytest.mark.parametrize(
+    "name", ["text_classifier", "multiple_choice", "masked_lm"]
+)
+def test_exported_task_serves_the_same_outputs(name, trained, tmp_path):
+    """Also with another number of choices / masked positions than traced:
+    only the sequence axis is fixed on JAX."""
     tf = pytest.importorskip("tensorflow")
-    model, x, _ = trained("text_classifier")
-    inputs = preprocessed(model, x)  # [4, 8]
-    inputs = {k: keras.ops.convert_to_numpy(v) for k, v in inputs.items()}
+    model, x, _ = trained(name)
+    inputs = preprocessed(model, x)
+    inputs = {
+        k: keras.ops.convert_to_numpy(v).astype("int32")
+        for k, v in inputs.items()
+    }
     path = str(tmp_path / "saved_model")
-    model.export(path, sequence_length=8)
+    model.export(path, sequence_length=inputs["token_ids"].shape[-1])
     served = tf.saved_model.load(path)  # Keep it: its variables live here.
-    logits = served.serve(
-        {k: tf.constant(v, "int32") for k, v in inputs.items()}
-    )
-    np.testing.assert_allclose(
-        np.asarray(logits),
-        keras.ops.convert_to_numpy(model(inputs)),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    variants = [inputs]
+    if name == "multiple_choice":  # 3 choices instead of 2
+        variants.append(
+            {k: np.concatenate([v, v[:, :1]], 1) for k, v in inputs.items()}
+        )
+    if name == "masked_lm":  # 3 masked positions instead of 2
+        positions = inputs["mask_positions"]
+        variants.append(
+            dict(
+                inputs,
+                mask_positions=np.concatenate([positions, positions[:, :1] + 2], 1),
+            )
+        )
+    for variant in variants:
+        actual = served.serve({k: tf.constant(v) for k, v in variant.items()})
+        np.testing.assert_allclose(
+            np.asarray(actual),
+            keras.ops.convert_to_numpy(model(variant)),
+            rtol=1e-5,
+            atol=1e-6,
+        )

@@ -57,3 +57,17 @@ def check_positive_or_none(option, value):
             f"Received: {option}={value!r}"
         )
     return int(value)
+
+
+def flat_matmul(x, kernel):
+    """`x @ kernel` for `x` `[..., d]`, multiplied as `[N, d]`.
+
+    Same numbers. XLA on CPU differentiates a rank-3 input's matmul into a
+    kernel gradient contracting two axes at once, ~3x slower than the
+    rank-2 one: flattening first keeps training steps fast.
+    """
+    shape = ops.shape(x)
+    if len(shape) <= 2:
+        return ops.matmul(x, kernel)
+    out = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel)
+    return ops.reshape(out, tuple(shape[:-1]) + (ops.shape(kernel)[-1],))

@@ -17,7 +17,7 @@ def fft_convolution(x, forward_kernel, backward_kernel=None):
     `y[t] = sum_a kf[a] x[t - a] + sum_b kb[b] x[t + b]`.
 
     Args:
-        x: `[..., D, L]` float32.
+        x: `[D, B, L]` float32.
         forward_kernel: `[D, L]`, lags `0..L-1` into the past.
         backward_kernel: optional `[D, L]`, lags into the future.
     """
@@ -29,9 +29,89 @@ def fft_convolution(x, forward_kernel, backward_kernel=None):
         # A correlation with kb is a product with its conjugate spectrum.
         br, bi = ops.rfft(backward_kernel, fft_length=n)
         kr, ki = kr + br, ki - bi
+    kr, ki = kr[:, None], ki[:, None]
     yr = xr * kr - xi * ki
     yi = xr * ki + xi * kr
     return ops.irfft((yr, yi), fft_length=n)[..., :length]
+
+
+# Block length of the FFT-free EMA: a Toeplitz matmul within each block, the
+# state carried across blocks. Measured on CPU (benchmarks/compare_hf.py).
+EMA_BLOCK = 64
+
+
+def _static_int(value):
+    return value if isinstance(value, int) else None
+
+
+def _lower_toeplitz(kernel):
+    """`T[k, t, s] = kernel[k, t - s]` for `t >= s`, else 0, from `[K, C]`.
+
+    Built by tiling and reshaping (no gather: its gradient, a scatter, is
+    slow on CPU): row `t` of a period-`2C` tiling read with stride `2C - 1`
+    starts `t` places further back.
+    """
+    channels, size = ops.shape(kernel)
+    zeros = ops.zeros_like(kernel)
+    rolled = ops.roll(
+        ops.concatenate([ops.flip(kernel, axis=-1), zeros], axis=-1),
+        -(size - 1),
+        axis=-1,
+    )
+    flat = ops.tile(rolled, (1, size))[:, : size * (2 * size - 1)]
+    return ops.reshape(flat, (channels, size, 2 * size - 1))[:, :, :size]
+
+
+def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK):
+    """Causal EMA of `u` without FFT: exact, in float32, O(L) memory.
+
+    Each channel `k` runs `h_t = q * h_{t-1} + p_beta * u_t` (per EMA
+    dimension) and emits `y_t = sum_n gamma * h_t`. Within a block of
+    `block` steps that is a Toeplitz matmul with the kernel
+    `sum_n p_beta * gamma * q**lag`; across blocks the state at each block
+    end is carried by a log-depth prefix scan with the constant factor
+    `q**block`, and decays into the next block as `q**(t + 1)`.
+
+    Args:
+        u: float32 `[K, B, L]` (channels first: the per-channel matmuls
+            are fastest so) with a static `L`.
+        p_beta, q, gamma: float32 `[K, N]`.
+        block: int. Block length.
+
+    Returns:
+        `(y [K, B, L], state [B, K, N])`, the state after the last step.
+    """
+    length = ops.shape(u)[-1]
+    block = min(block, length)
+    pad = (-length) % block
+    # Zeros in front leave a zero state at zero: outputs and state are exact.
+    u = ops.pad(u, [[0, 0], [0, 0], [pad, 0]])
+    blocks = (length + pad) // block
+    powers = ops.exp(
+        ops.arange(block + 1, dtype="float32")[None, None, :]
+        * ops.log(q)[:, :, None]
+    )  # [K, N, block + 1]
+    kernel = ops.einsum("kn,knt->kt", p_beta * gamma, powers[..., :-1])
+    toeplitz = _lower_toeplitz(kernel)  # [K, t, s]
+    u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], blocks, block))
+    y = ops.einsum("kbjs,kts->kbjt", u, toeplitz)
+    # State at the end of each block from its own inputs, then the scan.
+    to_end = p_beta[:, :, None] * ops.flip(powers[..., :-1], axis=-1)
+    state = ops.einsum("kbjs,kns->kbjn", u, to_end)
+    decay = powers[..., -1][:, None, None, :]  # q**block, [K, 1, 1, N]
+    shift = 1
+    while shift < blocks:
+        earlier = ops.pad(state[:, :, :-shift], [[0, 0], [0, 0], [shift, 0], [0, 0]])
+        state = state + decay * earlier
+        decay = decay * decay
+        shift *= 2
+    if blocks > 1:
+        before = ops.pad(state[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
+        y = y + ops.einsum(
+            "kbjn,knt->kbjt", before, gamma[:, :, None] * powers[..., 1:]
+        )
+    y = ops.reshape(y, (ops.shape(y)[0], ops.shape(y)[1], -1))
+    return y[..., pad:], ops.transpose(state[:, :, -1], (1, 0, 2))
 
 
 def _alternating_signs(n):
@@ -49,8 +129,11 @@ class MegaEMA(keras.layers.Layer):
         y = silu(conv(x, k) + omega * x),
         k[d, t] = sum_n gamma[d, n] / sqrt(N) * p[d, n] * beta[d, n] * q[d, n]**t
 
-    The convolution runs through an FFT in float32, whatever the compute
-    dtype. With `bidirectional=True` a second kernel looks into the future.
+    The convolution runs in float32, whatever the compute dtype: by blocks
+    (`block_ema`: a Toeplitz matmul per block, the state carried across
+    blocks; no FFT, exact) when the length is static, else, and with
+    `truncation`, as one FFT. With `bidirectional=True` a second kernel
+    looks into the future.
     `step()` advances the same computation as a recurrence with an explicit
     state `[B, hidden_dim, ema_dim]` (causal only), one token or a block at
     a time; it equals `call()` on the concatenated sequence.
@@ -183,10 +266,11 @@ class MegaEMA(keras.layers.Layer):
         return ops.cast(ops.silu(ema + x32 * omega), self.compute_dtype)
 
     def _masked_channels_first(self, x, padding_mask):
+        """float32 `[D, B, L]` from `x` `[B, L, D]`, padding zeroed."""
         x = ops.cast(x, "float32")
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, "float32")[:, :, None]
-        return ops.transpose(x, (0, 2, 1))
+        return ops.transpose(x, (2, 0, 1))
 
     def call(self, x, padding_mask=None):
         """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep.
@@ -194,13 +278,26 @@ class MegaEMA(keras.layers.Layer):
         Padded positions are zeroed before the convolution.
         """
         u = self._masked_channels_first(x, padding_mask)
-        kernel = self.kernel(ops.shape(x)[1])
+        length = _static_int(ops.shape(x)[1])
+        if length is None or self.truncation is not None:
+            ema = self._fft_ema(u)
+        elif self.bidirectional:
+            # The backward EMA is the forward one on the reversed sequence.
+            both = ops.concatenate([u, ops.flip(u, axis=-1)], axis=0)
+            ema, _ = block_ema(both, *self.coefficients())
+            forward, backward = ops.split(ema, 2, axis=0)
+            ema = forward + ops.flip(backward, axis=-1)
+        else:
+            ema, _ = block_ema(u, *self.coefficients())
+        return self._output(x, ops.transpose(ema, (1, 2, 0)))
+
+    def _fft_ema(self, u):
+        """The EMA as one FFT convolution: any length, and truncation."""
+        kernel = self.kernel(ops.shape(u)[-1])
         if self.bidirectional:
             forward, backward = ops.split(kernel, 2, axis=0)
-            ema = fft_convolution(u, forward, backward)
-        else:
-            ema = fft_convolution(u, kernel)
-        return self._output(x, ops.transpose(ema, (0, 2, 1)))
+            return fft_convolution(u, forward, backward)
+        return fft_convolution(u, kernel)
 
     def state_at(self, x, position, padding_mask=None):
         """The recurrent state after the tokens before `position`.
@@ -210,14 +307,14 @@ class MegaEMA(keras.layers.Layer):
         (later tokens are ignored, not zeroed: zeroed inputs would still
         decay the state). `position` may be a scalar tensor.
         """
-        u = self._masked_channels_first(x, padding_mask)  # [B, D, L]
+        u = self._masked_channels_first(x, padding_mask)  # [D, B, L]
         p_beta, q, _ = self.coefficients()
         steps = ops.arange(ops.shape(u)[-1], dtype="float32")
         lag = ops.cast(position, "float32") - 1.0 - steps  # [L]
         seen = ops.cast(lag >= 0, "float32")
         lag = ops.maximum(lag, 0.0)
         weights = ops.exp(lag[None, None, :] * ops.log(q)[:, :, None]) * seen
-        return ops.einsum("bdl,dnl->bdn", u, p_beta[:, :, None] * weights)
+        return ops.einsum("dbl,dnl->bdn", u, p_beta[:, :, None] * weights)
 
     def initial_state(self, batch_size):
         return ops.zeros((batch_size, self.hidden_dim, self.ema_dim), "float32")
@@ -246,25 +343,24 @@ class MegaEMA(keras.layers.Layer):
                 f"A truncated EMA kernel (truncation={self.truncation}) is not "
                 "a recurrence; step() needs truncation=None."
             )
-        length = ops.shape(x)[1]
-        u = self._masked_channels_first(x, padding_mask)  # [B, D, T]
+        u = self._masked_channels_first(x, padding_mask)  # [D, B, T]
         p_beta, q, gamma = self.coefficients()
-        lags = ops.arange(length + 1, dtype="float32")
-        powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
-        # Within the block: a causal convolution with the kernel.
-        kernel = ops.einsum("dn,dnl->dl", p_beta * gamma, powers[..., :-1])
-        ema = fft_convolution(u, kernel)
-        # New state: h_n = sum_s p beta q**(T-1-s) x_s (+ q**T h_prev).
-        weights = p_beta[:, :, None] * ops.flip(powers[..., :-1], axis=-1)
-        new_state = ops.einsum("bdl,dnl->bdn", u, weights)
+        length = ops.shape(x)[1]
+        if _static_int(length) is not None:
+            ema, new_state = block_ema(u, p_beta, q, gamma)
+        else:
+            ema = fft_convolution(u, self.kernel(length))
+            new_state = self.state_at(x, length, padding_mask)
         if state is not None:
             state = ops.cast(state, "float32")
             # The old state decays into every position t: q**(t+1) h_prev.
+            lags = ops.arange(1, length + 1, dtype="float32")
+            powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
             ema = ema + ops.einsum(
-                "bdn,dnl->bdl", state, gamma[:, :, None] * powers[..., 1:]
+                "bdn,dnl->dbl", state, gamma[:, :, None] * powers
             )
             new_state = new_state + state * powers[..., -1][None]
-        return self._output(x, ops.transpose(ema, (0, 2, 1))), new_state
+        return self._output(x, ops.transpose(ema, (1, 2, 0))), new_state
 
     def compute_output_shape(self, input_shape):
         return input_shape

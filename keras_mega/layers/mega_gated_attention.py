@@ -233,7 +233,8 @@ class MegaGatedAttention(MegaAttentionSublayer):
             allowed: bool broadcastable to `[B, n, Q, K]`.
             query_positions, key_positions: `[Q]`, `[K]` int positions inside
                 the chunk (whole sequence when unchunked), for the relative
-                bias and the causal length of element attention.
+                bias (the rotary bias is folded into the `q k^T` matmul) and
+                the causal length of element attention.
             key_mask: `[B, n, K]` bool, real keys: the divisor of
                 non-causal element attention (else all keys count).
 
@@ -244,8 +245,7 @@ class MegaGatedAttention(MegaAttentionSublayer):
         key = ops.cast(key, "float32")
         if self.attention_activation == "softmax":
             query = query * self.shared_dim**-0.5
-        scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
-        if self.attention_activation != "softmax":
+        else:
             # Divide by the number of keys a query sees: causal, its
             # position + 1; else the chunk's real keys (HF, fairseq).
             if self.causal:
@@ -255,9 +255,10 @@ class MegaGatedAttention(MegaAttentionSublayer):
                     key_mask = ops.ones(ops.shape(key)[:3], "bool")
                 lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
                 lengths = ops.maximum(lengths, 1.0)[:, :, None, None]
-            scores = scores / lengths
-        bias = self.rel_pos_bias.bias_at(query_positions, key_positions)
-        scores = scores + ops.cast(bias, "float32")
+            query = query / lengths
+        scores = self.rel_pos_bias.biased_scores(
+            query, key, query_positions, key_positions
+        )
         weights = attention_weights(scores, allowed, self.attention_activation)
         dropped = self.attention_dropout_layer(weights, training=training)
         dropped = ops.cast(dropped, value.dtype)

@@ -1,6 +1,7 @@
 """What Mega's residual sublayers share: norm, activation, dropout, init."""
 
 import keras
+from keras import ops
 
 from keras_mega.layers.functional import ATTENTION_ACTIVATIONS
 from keras_mega.layers.functional import RELATIVE_POSITION_BIASES
@@ -19,8 +20,22 @@ def make_dropout(rate, featurewise, name):
     return keras.layers.Dropout(rate, noise_shape=noise_shape, name=name)
 
 
+@keras.saving.register_keras_serializable(package="keras_mega")
+class FlatDense(keras.layers.Dense):
+    """`keras.layers.Dense` that multiplies `[..., d]` inputs as `[N, d]`
+    (see `flat_matmul`): same weights, same numbers, faster gradients."""
+
+    def call(self, inputs, training=None):
+        shape = ops.shape(inputs)
+        if len(shape) <= 2:
+            return super().call(inputs, training=training)
+        flat = ops.reshape(inputs, (-1, shape[-1]))
+        outputs = super().call(flat, training=training)
+        return ops.reshape(outputs, tuple(shape[:-1]) + (self.units,))
+
+
 def dense(units, initializer_range, name):
-    return keras.layers.Dense(
+    return FlatDense(
         units,
         kernel_initializer=keras.initializers.RandomNormal(
             stddev=initializer_range

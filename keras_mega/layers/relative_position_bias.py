@@ -92,6 +92,12 @@ class SimpleRelativePositionBias(keras.layers.Layer):
         )
         return ops.take(self.rel_pos_bias, index)
 
+    def biased_scores(self, query, key, query_positions, key_positions):
+        """`query @ key^T` plus the bias, float32 `[B, n, Q, K]`."""
+        scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
+        bias = self.bias_at(query_positions, key_positions)
+        return scores + ops.cast(bias, scores.dtype)
+
     def call(self, query_length, key_length, query_offset=0):
         return self.compute_bias(query_length, key_length, query_offset)
 
@@ -171,9 +177,33 @@ class RotaryRelativePositionBias(keras.layers.Layer):
         """The bias `[Q, K]` between arbitrary positions `[Q]` and `[K]`."""
         if not self.built:
             self.build()
+        rows, cols = self.factors(query_positions, key_positions)
+        return ops.matmul(rows, ops.transpose(cols))
+
+    def factors(self, query_positions, key_positions):
+        """`(rows [Q, dim], cols [K, dim])` with `bias = rows @ cols^T`."""
+        if not self.built:
+            self.build()
         rows = self._rotate(self.alpha, query_positions)
         cols = self._rotate(self.b_param, key_positions)
-        return ops.matmul(rows, ops.transpose(cols))
+        return rows, cols
+
+    def biased_scores(self, query, key, query_positions, key_positions):
+        """`query @ key^T` plus the bias, float32 `[B, n, Q, K]`.
+
+        The bias has rank `dim`, so it rides in the same matmul: queries
+        and keys are extended by the rotated `alpha` and `beta`. No `[Q, K]`
+        bias is materialized (nor its gradient).
+        """
+        rows, cols = self.factors(query_positions, key_positions)
+        batch = ops.shape(query)[:2]
+        rows = ops.broadcast_to(rows, tuple(batch) + tuple(ops.shape(rows)))
+        cols = ops.broadcast_to(
+            cols, tuple(ops.shape(key)[:2]) + tuple(ops.shape(cols))
+        )
+        query = ops.concatenate([query, ops.cast(rows, query.dtype)], axis=-1)
+        key = ops.concatenate([key, ops.cast(cols, key.dtype)], axis=-1)
+        return ops.einsum("bnqz,bnkz->bnqk", query, key)
 
     def call(self, query_length, key_length, query_offset=0):
         return self.compute_bias(query_length, key_length, query_offset)

@@ -464,6 +464,60 @@ class MegaBackbone(MegaModelMixin, Backbone):
             caches.append(layer_cache)
         return x, tuple(caches)
 
+    @staticmethod
+    def get_layout_map(
+        device_mesh,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """A `keras.distribution.LayoutMap` for model parallelism.
+
+        Megatron-style sharding, as keras-hub's backbones do it: the token
+        embedding and the input projections of each sublayer (`v_proj`,
+        `mx_proj`, `fc1`, cross attention's `q_proj`/`k_proj`) are split
+        along their output units on the model axis, the output projections
+        (`h_proj`, `fc2`) along their input units. The EMA parameters,
+        norms and biases (small) are replicated.
+
+        Args:
+            device_mesh: `keras.distribution.DeviceMesh`.
+            model_parallel_dim_name: mesh axis the weights are split on.
+            data_parallel_dim_name: mesh axis the batch is split on.
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh(
+            (2, 4), ["batch", "model"], keras.distribution.list_devices()
+        )
+        distribution = keras.distribution.ModelParallel(
+            layout_map=MegaBackbone.get_layout_map(mesh),
+            batch_dim_name="batch",
+        )
+        with distribution.scope():
+            backbone = MegaBackbone.from_preset("/path/to/preset")
+        ```
+        """
+        if not isinstance(device_mesh, keras.distribution.DeviceMesh):
+            raise ValueError(
+                "Expected a keras.distribution.DeviceMesh; received "
+                f"{type(device_mesh).__name__}."
+            )
+        for name in (model_parallel_dim_name, data_parallel_dim_name):
+            if name not in device_mesh.axis_names:
+                raise ValueError(
+                    f"Axis {name!r} is not in the device mesh's axis names "
+                    f"{tuple(device_mesh.axis_names)}."
+                )
+        model, data = model_parallel_dim_name, data_parallel_dim_name
+        layout_map = keras.distribution.LayoutMap(device_mesh)
+        layout_map["token_embedding/embeddings"] = (model, data)
+        layout_map["mega_layer_.*/(v_proj|mx_proj|fc1|q_proj|k_proj)/kernel"] = (
+            data,
+            model,
+        )
+        layout_map["mega_layer_.*/(h_proj|fc2)/kernel"] = (model, data)
+        return layout_map
+
     def get_config(self):
         config = super().get_config()
         for name in CONFIG_KEYS:

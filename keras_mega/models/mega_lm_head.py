@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_mega.layers.functional import flat_matmul
+from keras_mega.layers.mega_sublayer import FlatDense
+
 
 @keras.saving.register_keras_serializable(package="keras_mega")
 class MegaLMHead(keras.layers.Layer):
@@ -45,7 +48,7 @@ class MegaLMHead(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.dense = None
         if use_hidden_dense:
-            self.dense = keras.layers.Dense(
+            self.dense = FlatDense(
                 hidden_dim,
                 activation="tanh",
                 kernel_initializer=self.kernel_initializer,
@@ -80,7 +83,7 @@ class MegaLMHead(keras.layers.Layer):
         else:
             embeddings = self.token_embedding.embeddings
             kernel = ops.transpose(ops.cast(embeddings, x.dtype))
-        return ops.matmul(x, kernel) + ops.cast(self.bias, x.dtype)
+        return flat_matmul(x, kernel) + ops.cast(self.bias, x.dtype)
 
     def compute_output_shape(self, inputs_shape, positions_shape=None):
         if positions_shape is not None:

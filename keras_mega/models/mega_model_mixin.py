@@ -27,6 +27,30 @@ def check_token_ids(token_ids, vocabulary_size):
         )
 
 
+# Inputs whose last axis is the token sequence.
+SEQUENCE_INPUTS = ("token_ids", "padding_mask", "segment_ids")
+
+
+def export_shape(name, shape, sequence_length):
+    """The JAX export shape of input `name` and its jax2tf shape symbols.
+
+    The sequence axis gets the fixed `sequence_length`; every other unknown
+    axis stays free (the batch `b`, the choices of multiple choice `d1`,
+    shared by the inputs that have it, and the masked positions of a masked
+    LM, named after their input).
+    """
+    dims, symbols = [None], ["b"]
+    for axis, size in enumerate(shape[1:], start=1):
+        if size is None and name in SEQUENCE_INPUTS and axis == len(shape) - 1:
+            size = sequence_length
+        dims.append(size)
+        if size is not None:
+            symbols.append(str(size))
+        else:
+            symbols.append(f"d{axis}" if name in SEQUENCE_INPUTS else f"{name}{axis}")
+    return tuple(dims), symbols
+
+
 class MegaModelMixin(MegaPresetMixin):
     """Input checks and export, plus `MegaPresetMixin`'s preset handling.
 
@@ -65,7 +89,9 @@ class MegaModelMixin(MegaPresetMixin):
 
         TensorFlow exports any batch size and sequence length. JAX (through
         jax2tf) needs a fixed `sequence_length`, to which inputs are padded
-        (the padding mask keeps the results exact); the batch stays free.
+        (the padding mask keeps the results exact); the batch, the number of
+        choices (multiple choice) and of masked positions (masked LM) stay
+        free.
         The torch backend cannot export dict inputs in Keras 3: save a
         preset and export it from TensorFlow or JAX, where it loads as is.
 
@@ -95,11 +121,9 @@ class MegaModelMixin(MegaPresetMixin):
                 )
             signature, shapes = {}, {}
             for name, tensor in self.input.items():
-                shape = (None,) + tuple(
-                    sequence_length if d is None else d for d in tensor.shape[1:]
-                )
+                shape, symbols = export_shape(name, tensor.shape, sequence_length)
                 signature[name] = keras.InputSpec(shape=shape, dtype=tensor.dtype)
-                shapes[name] = "(b, " + ", ".join(map(str, shape[1:])) + ")"
+                shapes[name] = "(" + ", ".join(symbols) + ")"
             kwargs["input_signature"] = [signature]
             kwargs.setdefault("jax2tf_kwargs", {"polymorphic_shapes": [shapes]})
         return super().export(filepath, format=format, **kwargs)

@@ -16,11 +16,27 @@ backbone_presets = {
                 "wikitext-103; converted on load from Hugging Face "
                 "`mnaylor/mega-base-wikitext`."
             ),
-            "params": 7_000_000,
+            "params": 7_326_088,
             "path": "mega",
         },
         "kaggle_handle": "hf://mnaylor/mega-base-wikitext",
     },
+}
+
+# The checkpoint's config fields as its model page documents them (HF
+# `MegaConfig` names). Its defaults describe this model too, except the
+# vocabulary (RoBERTa's BPE, not BERT's 30522) and `max_positions`.
+MEGA_BASE_WIKITEXT_HF_CONFIG = {
+    "vocab_size": 50265,
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "intermediate_size": 256,
+    "ema_projection_size": 16,
+    "shared_representation_size": 64,
+    "normalization_type": "scalenorm",
+    "normalize_before_mega": True,
+    "relative_positional_bias": "rotary",
+    "max_positions": 10000,
 }
 
 REMOTE_HOSTS = {
