@@ -8,7 +8,7 @@ through the bidirectional EMA. The model trains with `model.fit` (Keras'
 progress bar), reports validation accuracy, saves itself as a preset,
 reloads it and checks that the reloaded model gives the same predictions.
 
-    KERAS_BACKEND=jax python examples/demo.py [--quick] [--out DIR]
+    KERAS_BACKEND=jax python examples/demo.py [--quick | --smoke] [--out DIR]
 """
 
 import argparse
@@ -44,9 +44,16 @@ def make_data(count, length, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a shorter run")
+    parser.add_argument(
+        "--smoke", action="store_true", help="seconds: checks it runs, not that it learns"
+    )
     parser.add_argument("--out", help="where to save the preset (default: a temp dir)")
     args = parser.parse_args(argv)
-    length, train_size, epochs = (128, 4800, 3) if args.quick else (256, 6400, 3)
+    length, train_size, epochs = (256, 6400, 3)
+    if args.quick:
+        length, train_size, epochs = 128, 4800, 3
+    if args.smoke:
+        length, train_size, epochs = 64, 64, 1
     keras.utils.set_random_seed(0)
 
     x_train, y_train = make_data(train_size, length, seed=0)

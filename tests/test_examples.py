@@ -54,3 +54,17 @@ def test_generate_text_example():
     assert len(greedy) == 2
     # A short fit memorizes the built-in text: greedy continues it.
     assert "fox jumps over the lazy dog" in greedy[0]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the same script on every backend; seconds on torch",
+)
+def test_demo_runs_saves_and_reloads(tmp_path):
+    """`make demo` end to end, tiny: fit, accuracy, preset, exact reload."""
+    out = run_example(
+        "demo.py", "--smoke", "--out", str(tmp_path / "preset")
+    )
+    assert "validation accuracy" in out
+    assert "the reloaded model agrees exactly" in out
+    assert os.path.exists(tmp_path / "preset" / "config.json")
