@@ -2,15 +2,11 @@
 devices (JAX). The run happens in a subprocess: the device count is fixed
 when JAX starts."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import pytest
 
 from keras_mega.models import MegaBackbone
+from subprocess_report import run_reporting
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",
@@ -84,17 +80,11 @@ print("RESULT " + json.dumps({
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(
-        os.environ,
+    return run_reporting(
+        SCRIPT,
         KERAS_BACKEND="jax",
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_layout_map_shards_projections_on_the_model_axis(result):

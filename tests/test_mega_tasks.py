@@ -28,6 +28,7 @@ from keras_mega.models import MegaTextClassifier
 from keras_mega.models import MegaTextClassifierPreprocessor
 from keras_mega.models import MegaTokenClassifier
 from keras_mega.models import MegaTokenClassifierPreprocessor
+from subprocess_report import run_reporting
 from test_mega_tokenizer import tiny_tokenizer
 
 NO_DROPOUT = dict(
@@ -252,14 +253,12 @@ BASES = {
     "text_classifier": keras_hub.models.TextClassifier,
 }
 report = {}
-for name, x in json.load(open(sys.argv[1] + "/raw.json")).items():
+for name, task in json.load(open(sys.argv[1] + "/manifest.json")).items():
     root = f"{sys.argv[1]}/{name}"
-    cls = BASES.get(name) or getattr(
-        keras_mega.models, json.load(open(root + "/class.json"))
-    )
+    cls = BASES.get(name) or getattr(keras_mega.models, task["class"])
     model = cls.from_preset(root + "/preset")
     saved = np.load(root + "/arrays.npz")
-    x = tuple(np.array(a) for a in x) if name in ("multiple_choice", "question_answerer") else x
+    x = tuple(map(np.array, task["x"])) if task["pair"] else task["x"]
     inputs = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessed(model, x))
     outputs = keras.tree.flatten(model(inputs))
     report[name] = {
@@ -282,10 +281,8 @@ print("RESULT " + json.dumps(report))
 
 def test_presets_load_on_another_backend(trained, tmp_path):
     import json
-    import subprocess
-    import sys
 
-    raw = {}
+    manifest = {}
     for name in TASKS:
         model, x, _ = trained(name)
         root = tmp_path / name
@@ -298,20 +295,19 @@ def test_presets_load_on_another_backend(trained, tmp_path):
         for i, out in enumerate(keras.tree.flatten(model(inputs))):
             arrays[f"out{i}"] = keras.ops.convert_to_numpy(out)
         np.savez(root / "arrays.npz", **arrays)
-        (root / "class.json").write_text(json.dumps(type(model).__name__))
-        raw[name] = [np.asarray(a).tolist() for a in x] if isinstance(x, tuple) else list(x)
-    (tmp_path / "raw.json").write_text(json.dumps(raw))
+        pair = isinstance(x, tuple)
+        manifest[name] = {
+            "class": type(model).__name__,
+            "pair": pair,
+            "x": [np.asarray(a).tolist() for a in x] if pair else list(x),
+        }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
 
     backend = OTHER_BACKEND[keras.backend.backend()]
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD_ON_OTHER_BACKEND, str(tmp_path),
-         os.path.dirname(__file__)],
-        capture_output=True, text=True,
-        env={**os.environ, "KERAS_BACKEND": backend},
+    report = run_reporting(
+        LOAD_ON_OTHER_BACKEND, tmp_path, os.path.dirname(__file__),
+        KERAS_BACKEND=backend,
     )  # fmt: skip
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, proc.stderr[-3000:]
-    report = json.loads(lines[-1][len("RESULT ") :])
     assert sorted(report) == sorted(TASKS)
     for name, result in report.items():
         model = trained(name)[0]

@@ -59,8 +59,8 @@ def check_positive_or_none(option, value):
     return int(value)
 
 
-def flat_matmul(x, kernel):
-    """`x @ kernel` for `x` `[..., d]`, multiplied as `[N, d]`.
+def apply_flat(fn, x):
+    """`fn` applied to `x` `[..., d]` reshaped to `[N, d]`, then reshaped back.
 
     Same numbers. XLA on CPU differentiates a rank-3 input's matmul into a
     kernel gradient contracting two axes at once, ~3x slower than the
@@ -68,6 +68,11 @@ def flat_matmul(x, kernel):
     """
     shape = ops.shape(x)
     if len(shape) <= 2:
-        return ops.matmul(x, kernel)
-    out = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel)
-    return ops.reshape(out, tuple(shape[:-1]) + (ops.shape(kernel)[-1],))
+        return fn(x)
+    out = fn(ops.reshape(x, (-1, shape[-1])))
+    return ops.reshape(out, tuple(shape[:-1]) + (ops.shape(out)[-1],))
+
+
+def flat_matmul(x, kernel):
+    """`x @ kernel` for `x` `[..., d]`, multiplied as `[N, d]` (`apply_flat`)."""
+    return apply_flat(lambda flat: ops.matmul(flat, kernel), x)

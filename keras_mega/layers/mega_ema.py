@@ -40,6 +40,12 @@ def fft_convolution(x, forward_kernel, backward_kernel=None):
 EMA_BLOCK = 64
 
 
+def decay_powers(q, lags):
+    """`q ** lags` as `exp(lags * log q)` (as HF computes it): `q` `[K, N]`,
+    float32 `lags` `[T]` -> `[K, N, T]`."""
+    return ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
+
+
 def _static_int(value):
     return value if isinstance(value, int) else None
 
@@ -87,10 +93,7 @@ def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK):
     # Zeros in front leave a zero state at zero: outputs and state are exact.
     u = ops.pad(u, [[0, 0], [0, 0], [pad, 0]])
     blocks = (length + pad) // block
-    powers = ops.exp(
-        ops.arange(block + 1, dtype="float32")[None, None, :]
-        * ops.log(q)[:, :, None]
-    )  # [K, N, block + 1]
+    powers = decay_powers(q, ops.arange(block + 1, dtype="float32"))
     kernel = ops.einsum("kn,knt->kt", p_beta * gamma, powers[..., :-1])
     toeplitz = _lower_toeplitz(kernel)  # [K, t, s]
     u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], blocks, block))
@@ -252,8 +255,7 @@ class MegaEMA(keras.layers.Layer):
         """Returns the float32 kernel `[kernel_dim, length]`."""
         p_beta, q, gamma = self.coefficients()
         lags = ops.arange(length, dtype="float32")
-        # q ** t as exp(t * log q), as HF does.
-        powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
+        powers = decay_powers(q, lags)
         kernel = ops.einsum("dn,dnl->dl", p_beta * gamma, powers)
         if self.truncation is not None:
             kernel = kernel * ops.cast(lags < self.truncation, "float32")
@@ -313,7 +315,7 @@ class MegaEMA(keras.layers.Layer):
         lag = ops.cast(position, "float32") - 1.0 - steps  # [L]
         seen = ops.cast(lag >= 0, "float32")
         lag = ops.maximum(lag, 0.0)
-        weights = ops.exp(lag[None, None, :] * ops.log(q)[:, :, None]) * seen
+        weights = decay_powers(q, lag) * seen
         return ops.einsum("dbl,dnl->bdn", u, p_beta[:, :, None] * weights)
 
     def initial_state(self, batch_size):
@@ -354,8 +356,7 @@ class MegaEMA(keras.layers.Layer):
         if state is not None:
             state = ops.cast(state, "float32")
             # The old state decays into every position t: q**(t+1) h_prev.
-            lags = ops.arange(1, length + 1, dtype="float32")
-            powers = ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
+            powers = decay_powers(q, ops.arange(1, length + 1, dtype="float32"))
             ema = ema + ops.einsum(
                 "bdn,dnl->dbl", state, gamma[:, :, None] * powers
             )

@@ -1,10 +1,10 @@
 """What Mega's residual sublayers share: norm, activation, dropout, init."""
 
 import keras
-from keras import ops
 
 from keras_mega.layers.functional import ATTENTION_ACTIVATIONS
 from keras_mega.layers.functional import RELATIVE_POSITION_BIASES
+from keras_mega.layers.functional import apply_flat
 from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.functional import get_activation
@@ -23,15 +23,11 @@ def make_dropout(rate, featurewise, name):
 @keras.saving.register_keras_serializable(package="keras_mega")
 class FlatDense(keras.layers.Dense):
     """`keras.layers.Dense` that multiplies `[..., d]` inputs as `[N, d]`
-    (see `flat_matmul`): same weights, same numbers, faster gradients."""
+    (see `apply_flat`): same weights, same numbers, faster gradients."""
 
     def call(self, inputs, training=None):
-        shape = ops.shape(inputs)
-        if len(shape) <= 2:
-            return super().call(inputs, training=training)
-        flat = ops.reshape(inputs, (-1, shape[-1]))
-        outputs = super().call(flat, training=training)
-        return ops.reshape(outputs, tuple(shape[:-1]) + (self.units,))
+        dense = super().call
+        return apply_flat(lambda flat: dense(flat, training=training), inputs)
 
 
 def dense(units, initializer_range, name):

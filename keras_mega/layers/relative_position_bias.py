@@ -175,8 +175,6 @@ class RotaryRelativePositionBias(keras.layers.Layer):
 
     def bias_at(self, query_positions, key_positions):
         """The bias `[Q, K]` between arbitrary positions `[Q]` and `[K]`."""
-        if not self.built:
-            self.build()
         rows, cols = self.factors(query_positions, key_positions)
         return ops.matmul(rows, ops.transpose(cols))
 

@@ -6,6 +6,7 @@ import numpy as np
 from keras_mega.backend import is_concrete
 from keras_mega.models.mega_preset_io import MegaPresetMixin
 
+
 def check_token_ids(token_ids, vocabulary_size):
     """Raises a `ValueError` naming the first id outside the vocabulary.
 
