@@ -85,18 +85,16 @@ class MegaCrossAttention(MegaAttentionSublayer):
         if static and isinstance(query_offset, int):
             # HF: bias(max(Lq, Lk))[:Lq, :Lk]; the simple bias checks range.
             self.rel_pos_bias.check_length(max(q_len + query_offset, k_len))
-        bias = self.rel_pos_bias.bias_at(
-            ops.arange(q_len) + query_offset, ops.arange(k_len)
-        )
-        bias = ops.cast(bias, "float32")
-        scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
         if self.attention_activation == "softmax":
-            scores = scores * self.shared_dim**-0.5
+            query = query * self.shared_dim**-0.5
         else:
             lengths = ops.sum(ops.cast(key_mask, "float32"), axis=-1)
-            scores = scores / ops.maximum(lengths, 1.0)[:, :, None, None]
+            query = query / ops.maximum(lengths, 1.0)[:, :, None, None]
+        scores = self.rel_pos_bias.biased_scores(
+            query, key, ops.arange(q_len) + query_offset, ops.arange(k_len)
+        )
         weights = attention_weights(
-            scores + bias, key_mask[:, :, None, :], self.attention_activation
+            scores, key_mask[:, :, None, :], self.attention_activation
         )
         if self.attention_activation == "softmax":
             # No real key at all: zero attention rather than NaN (HF).
