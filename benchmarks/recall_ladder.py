@@ -139,6 +139,9 @@ def run_cell(length, attention, init, impl, seed, args):
         "steps_run": result["steps_run"],
         "seconds": result["seconds"],
         "backend": backend_name(impl),
+        # Rows without it (keras) were trained before the initialization fix,
+        # when damping/decay and the rotary alpha/b_param drew equal values.
+        "init_draws": "independent",
     }
 
 
@@ -150,8 +153,15 @@ def backend_name(impl):
     return keras.backend.backend()
 
 
+SHARED_DRAWS = "\u2020"  # dagger: trained with the shared initial draws
+
+
 def format_table(rows):
-    """Markdown: one row per (L, attention, init, impl), one column per seed."""
+    """Markdown: one row per (L, attention, init, impl), one column per seed.
+
+    The newest row of a cell wins. Keras cells trained before the
+    initialization fix (no `init_draws` field) are marked with a dagger.
+    """
     groups = {}
     for row in rows:
         key = (row["L"], row["attention"], row["init"], row["impl"])
@@ -180,6 +190,8 @@ def format_table(rows):
                 )
             else:
                 cells.append(f"**{row['steps_to_95']}**")
+            if row is not None and impl == "keras" and "init_draws" not in row:
+                cells[-1] += " " + SHARED_DRAWS
         chunk = next(iter(groups[key].values()))["chunk_size"] or "-"
         lines.append(
             f"| {length} | {chunk} | {attention} | {init} | {impl} | "

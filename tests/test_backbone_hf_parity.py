@@ -202,3 +202,57 @@ def test_hf_rmsnorm_loads_as_hf_rmsnorm_and_real_rmsnorm_on_request(tmp_path):
     a = backbone.predict(inputs, verbose=0)
     b = real.predict(inputs, verbose=0)
     assert np.abs(a - b).max() > 1e-3  # a real RMSNorm normalizes
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(relative_positional_bias="rotary"),
+        dict(relative_positional_bias="simple", bidirectional=True, chunk_size=16,
+             use_chunking=True),
+    ],
+    ids=["rotary", "simple_bidirectional"],
+)
+def test_fresh_initialization_draws_like_hf(overrides):
+    """A fresh backbone's weights follow HF's `_init_weights`: each weight
+    has HF's mean and spread, and no two weights share their draws (one
+    Keras initializer instance reused gives identical values)."""
+    from keras_mega.convert.hf import backbone_weight_map
+    from keras_mega.convert.hf import convert_backbone_config
+
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.MegaConfig(
+        vocab_size=64, hidden_size=64, num_hidden_layers=2,
+        intermediate_size=128, ema_projection_size=16,
+        shared_representation_size=32, nffn_hidden_size=128,
+        max_positions=64, **overrides,
+    )
+    hf_weights = {
+        name: tensor.detach().numpy()
+        for name, tensor in transformers.MegaModel(config).named_parameters()
+    }
+    keras.utils.set_random_seed(0)
+    backbone = MegaBackbone(**convert_backbone_config(config.to_dict()))
+    keras_weights = {}
+    for hf_key, (variable, transform) in backbone_weight_map(backbone).items():
+        ours = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+        theirs = hf_weights[hf_key].astype(np.float64)
+        theirs = transform(theirs) if transform else theirs
+        assert ours.shape == theirs.shape, hf_key
+        n = ours.size
+        if theirs.std() == 0:  # constant init (zeros, ones)
+            np.testing.assert_array_equal(ours, theirs, err_msg=hf_key)
+            continue
+        assert abs(np.log(ours.std() / theirs.std())) < 4 / np.sqrt(n), hf_key
+        spread = np.sqrt(ours.var() + theirs.var())
+        assert abs(ours.mean() - theirs.mean()) < 5 * spread / np.sqrt(n), hf_key
+        keras_weights[hf_key] = ours
+    names = sorted(keras_weights)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            same = keras_weights[a].shape == keras_weights[b].shape and np.array_equal(
+                keras_weights[a], keras_weights[b]
+            )
+            assert not same, f"{a} and {b} start with the same values"

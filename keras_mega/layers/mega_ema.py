@@ -202,7 +202,10 @@ class MegaEMA(keras.layers.Layer):
             noise = normal(stddev=self.ema_beta_range)(shape, dtype)
             return noise + signs
 
-        damping_init = decay_init = normal(stddev=self.ema_delta_alpha_range)
+        # One initializer instance per weight: an unseeded Keras initializer
+        # draws the same values on every call, and HF draws them apart.
+        damping_init = normal(stddev=self.ema_delta_alpha_range)
+        decay_init = normal(stddev=self.ema_delta_alpha_range)
         if self.ema_init == "timescales":
             damping, decay = timescale_logits(
                 kernel_dim,

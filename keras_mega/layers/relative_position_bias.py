@@ -142,12 +142,16 @@ class RotaryRelativePositionBias(keras.layers.Layer):
         self.initializer_range = initializer_range
 
     def build(self, input_shape=None):
-        init = keras.initializers.RandomNormal(stddev=self.initializer_range)
+        # A new initializer per weight: one instance would give alpha and
+        # b_param the same values (HF draws them apart).
+        def init():
+            return keras.initializers.RandomNormal(stddev=self.initializer_range)
+
         self.alpha = self.add_weight(
-            name="alpha", shape=(1, self.dim), initializer=init
+            name="alpha", shape=(1, self.dim), initializer=init()
         )
         self.b_param = self.add_weight(
-            name="b_param", shape=(1, self.dim), initializer=init
+            name="b_param", shape=(1, self.dim), initializer=init()
         )
         self.built = True
 
