@@ -32,3 +32,19 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="module")
+def quick_jax_compiles():
+    """XLA without most optimizations on JAX: tiny models compile about
+    twice as fast, and compiling is most of such tests' time. Use with
+    `pytestmark = pytest.mark.usefixtures("quick_jax_compiles")`."""
+    if keras.config.backend() != "jax":
+        yield
+        return
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

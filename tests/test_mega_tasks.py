@@ -37,19 +37,8 @@ NO_DROPOUT = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_jax_compiles():
-    """XLA without most optimizations on JAX: these tiny models compile
-    about twice as fast, and compiling is most of these tests' time."""
-    if keras.config.backend() != "jax":
-        yield
-        return
-    import jax
-
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", before)
+# The compiles of these tests are most of their time (conftest).
+pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
 
 
 @pytest.fixture(scope="module")

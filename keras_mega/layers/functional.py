@@ -1,5 +1,7 @@
 """Small functions shared by the Mega layers (activations, option checks)."""
 
+import difflib
+import inspect
 import math
 
 import keras
@@ -76,3 +78,33 @@ def apply_flat(fn, x):
 def flat_matmul(x, kernel):
     """`x @ kernel` for `x` `[..., d]`, multiplied as `[N, d]` (`apply_flat`)."""
     return apply_flat(lambda flat: ops.matmul(flat, kernel), x)
+
+
+# Keras' own constructor arguments, which every model and layer accepts.
+KERAS_ARGUMENTS = ("name", "trainable", "dtype")
+
+
+def check_kwargs(cls, kwargs):
+    """Raises a `TypeError` for a constructor argument `cls` does not know.
+
+    Keras models accept and drop unknown keyword arguments silently, so a
+    typo (`hiden_dim=`) would build the defaults. Keras' own arguments
+    (`name`, `trainable`, `dtype`) pass.
+    """
+    unknown = [key for key in kwargs if key not in KERAS_ARGUMENTS]
+    if not unknown:
+        return
+    known = [
+        name
+        for name in inspect.signature(cls.__init__).parameters
+        if name not in ("self", "kwargs")
+    ] + list(KERAS_ARGUMENTS)
+    messages = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        messages.append(f"{key!r}.{hint}")
+    raise TypeError(
+        f"{cls.__name__} got unknown argument(s): {' '.join(messages)} "
+        f"Known arguments: {', '.join(known)}."
+    )

@@ -138,6 +138,7 @@ class MegaBlock(keras.layers.Layer):
             ema_init=ema_init,
             ema_max_timescale=ema_max_timescale,
             name="mega_layer",
+            dtype=self.dtype_policy,
             **bias,
             **shared,
         )
@@ -147,6 +148,7 @@ class MegaBlock(keras.layers.Layer):
                 hidden_dim,
                 shared_dim=shared_dim,
                 name="cross_attn",
+                dtype=self.dtype_policy,
                 **bias,
                 **shared,
             )
@@ -158,6 +160,7 @@ class MegaBlock(keras.layers.Layer):
                 normalize_before=normalize_before_ffn,
                 activation_dropout=ffn_activation_dropout,
                 name="nffn",
+                dtype=self.dtype_policy,
                 **shared,
             )
 

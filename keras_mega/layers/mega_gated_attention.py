@@ -165,6 +165,7 @@ class MegaGatedAttention(MegaAttentionSublayer):
             ema_init=ema_init,
             ema_max_timescale=ema_max_timescale,
             name="ema_gate",
+            dtype=self.dtype_policy,
         )
         self.v_proj = self.dense(intermediate_dim, "v_proj")
         self.mx_proj = self.dense(

@@ -14,30 +14,28 @@ from keras_mega.layers.relative_position_bias import (
 )
 
 
-def make_dropout(rate, featurewise, name):
-    """Dropout; `featurewise` drops whole channels of `[B, L, C]` inputs."""
-    noise_shape = (None, 1, None) if featurewise else None
-    return keras.layers.Dropout(rate, noise_shape=noise_shape, name=name)
-
-
 @keras.saving.register_keras_serializable(package="keras_mega")
 class FlatDense(keras.layers.Dense):
     """`keras.layers.Dense` that multiplies `[..., d]` inputs as `[N, d]`
-    (see `apply_flat`): same weights, same numbers, faster gradients."""
+    (see `apply_flat`): same weights, same numbers, faster gradients.
+
+    It keeps every `Dense` feature: LoRA (`enable_lora`) and quantization
+    (`quantize("int8")`, `"int4"`, `"float8"`), whose call path flattens
+    the same way.
+    """
 
     def call(self, inputs, training=None):
         dense = super().call
         return apply_flat(lambda flat: dense(flat, training=training), inputs)
 
+    def quantized_call(self, inputs, training=None):
+        dense = super().quantized_call
+        return apply_flat(lambda flat: dense(flat, training=training), inputs)
 
-def dense(units, initializer_range, name):
-    return FlatDense(
-        units,
-        kernel_initializer=keras.initializers.RandomNormal(
-            stddev=initializer_range
-        ),
-        name=name,
-    )
+    def quantize(self, mode=None, type_check=True, config=None):
+        # Keras' Dense refuses subclasses unless they opt in: the
+        # quantized call above is the same matmul on flattened inputs.
+        return super().quantize(mode, type_check=False, config=config)
 
 
 class MegaSublayer(keras.layers.Layer):
@@ -78,12 +76,31 @@ class MegaSublayer(keras.layers.Layer):
         self.feature_dropout = bool(feature_dropout)
         self.initializer_range = initializer_range
         self.norm = make_normalization(
-            normalization_type, affine=norm_affine, name="norm"
+            normalization_type,
+            affine=norm_affine,
+            name="norm",
+            dtype=self.dtype_policy,
         )
-        self.dropout_layer = make_dropout(dropout, feature_dropout, "dropout")
+        self.dropout_layer = self.make_dropout(dropout, "dropout")
 
     def dense(self, units, name):
-        return dense(units, self.initializer_range, name)
+        """A projection of this sublayer, in its dtype policy."""
+        return FlatDense(
+            units,
+            kernel_initializer=keras.initializers.RandomNormal(
+                stddev=self.initializer_range
+            ),
+            name=name,
+            dtype=self.dtype_policy,
+        )
+
+    def make_dropout(self, rate, name):
+        """A dropout of this sublayer in its dtype policy; with
+        `feature_dropout` it drops whole channels of `[B, L, C]` inputs."""
+        noise_shape = (None, 1, None) if self.feature_dropout else None
+        return keras.layers.Dropout(
+            rate, noise_shape=noise_shape, name=name, dtype=self.dtype_policy
+        )
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -152,12 +169,15 @@ class MegaAttentionSublayer(MegaSublayer):
             shared_dim,
             self.initializer_range,
             name="rel_pos_bias",
+            dtype=self.dtype_policy,
         )
-        self.hidden_dropout_layer = make_dropout(
-            hidden_dropout, self.feature_dropout, "hidden_dropout"
+        self.hidden_dropout_layer = self.make_dropout(
+            hidden_dropout, "hidden_dropout"
         )
         self.attention_dropout_layer = keras.layers.Dropout(
-            attention_dropout, name="attention_dropout"
+            attention_dropout,
+            name="attention_dropout",
+            dtype=self.dtype_policy,
         )
 
     def get_config(self):

@@ -119,24 +119,34 @@ class HFRMSNorm(RMSNorm):
         return x * ops.cast(self.weight, x.dtype)
 
 
-def make_normalization(normalization_type, affine=True, epsilon=1e-5, name=None):
+def make_normalization(
+    normalization_type, affine=True, epsilon=1e-5, name=None, dtype=None
+):
     """Returns the norm layer named by `normalization_type`.
+
+    Every norm computes in float32 under a float16/bfloat16 policy (Keras'
+    LayerNormalization and BatchNormalization do so themselves).
 
     Args:
         normalization_type: str. One of `NORMALIZATION_TYPES`.
         affine: bool. Whether the norm learns its scale (and shift).
         epsilon: float.
         name: str. The layer's name.
+        dtype: the dtype policy of the layer.
     """
     if normalization_type == "scalenorm":
-        return ScaleNorm(epsilon=epsilon, affine=affine, name=name)
+        return ScaleNorm(epsilon=epsilon, affine=affine, name=name, dtype=dtype)
     if normalization_type == "rmsnorm":
-        return RMSNorm(epsilon=epsilon, affine=affine, name=name)
+        return RMSNorm(epsilon=epsilon, affine=affine, name=name, dtype=dtype)
     if normalization_type == "hf_rmsnorm":
-        return HFRMSNorm(epsilon=epsilon, affine=affine, name=name)
+        return HFRMSNorm(epsilon=epsilon, affine=affine, name=name, dtype=dtype)
     if normalization_type == "layernorm":
         return keras.layers.LayerNormalization(
-            epsilon=epsilon, center=affine, scale=affine, name=name
+            epsilon=epsilon,
+            center=affine,
+            scale=affine,
+            name=name,
+            dtype=dtype,
         )
     if normalization_type in ("batchnorm", "syncbatchnorm"):
         # torch's BatchNorm momentum 0.1 is Keras' 0.9. Statistics run over
@@ -154,6 +164,7 @@ def make_normalization(normalization_type, affine=True, epsilon=1e-5, name=None)
             scale=affine,
             synchronized=synchronized,
             name=name,
+            dtype=dtype,
         )
     raise ValueError(
         f"Unknown normalization_type={normalization_type!r}. "

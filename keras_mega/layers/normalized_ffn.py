@@ -3,7 +3,6 @@
 import keras
 
 from keras_mega.layers.mega_sublayer import MegaSublayer
-from keras_mega.layers.mega_sublayer import make_dropout
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
@@ -43,8 +42,8 @@ class NormalizedFFN(MegaSublayer):
         self.activation_dropout = activation_dropout
         self.fc1 = self.dense(intermediate_dim, "fc1")
         self.fc2 = self.dense(hidden_dim, "fc2")
-        self.activation_dropout_layer = make_dropout(
-            activation_dropout, self.feature_dropout, "activation_dropout"
+        self.activation_dropout_layer = self.make_dropout(
+            activation_dropout, "activation_dropout"
         )
 
     def build(self, input_shape):

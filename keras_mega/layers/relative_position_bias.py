@@ -168,6 +168,9 @@ class RotaryRelativePositionBias(keras.layers.Layer):
 
     def check_length(self, length):
         """Any length works."""
+        # A body beyond the docstring: TensorFlow's AutoGraph cannot
+        # transform an empty function and warns on every traced call.
+        return None
 
     def compute_bias(self, query_length, key_length, query_offset=0):
         """Returns the `[query_length, key_length]` bias (float32)."""
@@ -219,7 +222,13 @@ class RotaryRelativePositionBias(keras.layers.Layer):
 
 
 def make_relative_position_bias(
-    kind, max_sequence_length, chunk_size, dim, initializer_range, name=None
+    kind,
+    max_sequence_length,
+    chunk_size,
+    dim,
+    initializer_range,
+    name=None,
+    dtype=None,
 ):
     if kind == "simple":
         return SimpleRelativePositionBias(
@@ -227,7 +236,8 @@ def make_relative_position_bias(
             max_offset=chunk_size or max_sequence_length,
             initializer_range=initializer_range,
             name=name,
+            dtype=dtype,
         )
     return RotaryRelativePositionBias(
-        dim, initializer_range=initializer_range, name=name
+        dim, initializer_range=initializer_range, name=name, dtype=dtype
     )

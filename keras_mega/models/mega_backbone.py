@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras_hub.models import Backbone
 
+from keras_mega.layers.functional import check_kwargs
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.mega_block import MegaBlock
 from keras_mega.models.mega_model_mixin import MegaModelMixin
@@ -28,8 +29,8 @@ class MegaBackbone(MegaModelMixin, Backbone):
     Token embeddings (no positional embedding: the EMA and the relative bias
     carry position), optional segment embeddings, then `num_layers`
     `MegaBlock`s; no final norm, as in the paper and HF's `MegaModel`.
-    Bidirectional by default (an encoder); `causal=True` with
-    `bidirectional=False` makes a decoder. With `chunk_size`, attention runs
+    Bidirectional by default (an encoder); `causal=True` makes a decoder
+    (causal attention and a past-only EMA). With `chunk_size`, attention runs
     in independent chunks (Mega-chunk) and any sequence length works.
 
     Inputs are a dict: `token_ids` and `padding_mask` (`[B, L]`, 1 = real
@@ -83,7 +84,12 @@ class MegaBackbone(MegaModelMixin, Backbone):
         ema_dim: int. EMA dimensions per channel.
         ffn_dim: int. Hidden width of the normalized FFN. Defaults to
             `intermediate_dim`.
-        bidirectional: bool. Bidirectional EMA (encoder).
+        bidirectional: bool. Bidirectional EMA (encoder). Defaults to
+            `not causal`: an encoder's EMA looks both ways, a decoder's only
+            into the past. `causal=True, bidirectional=True` (which HF
+            allows: `is_decoder` with its default `bidirectional=True`)
+            must be asked for explicitly: its EMA reads future tokens, so it
+            is no language model (`MegaCausalLM` refuses it).
         causal: bool. Causal attention (decoder).
         chunk_size: int or None. Chunked attention.
         truncation: int or None. EMA kernel truncation.
@@ -138,7 +144,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
         shared_dim=64,
         ema_dim=16,
         ffn_dim=None,
-        bidirectional=True,
+        bidirectional=None,
         causal=False,
         chunk_size=None,
         truncation=None,
@@ -170,6 +176,9 @@ class MegaBackbone(MegaModelMixin, Backbone):
         dtype=None,
         **kwargs,
     ):
+        check_kwargs(type(self), kwargs)
+        if bidirectional is None:
+            bidirectional = not causal
         if cross_attention and not causal:
             raise ValueError(
                 "cross_attention=True is for decoders: set causal=True "
@@ -464,6 +473,75 @@ class MegaBackbone(MegaModelMixin, Backbone):
             caches.append(layer_cache)
         return x, tuple(caches)
 
+    # --- keras-hub hooks: LoRA, GPTQ/AWQ ---
+
+    @property
+    def transformer_layers(self):
+        """The blocks, under the name keras-hub's GPTQ/AWQ paths look for."""
+        return self.mega_layers
+
+    def default_lora_layer_names(self):
+        """The projections `enable_lora` adapts by default (those present):
+        each block's attention value `v_proj`, gate `mx_proj` (gates,
+        queries/keys and the output candidate) and output `h_proj`
+        projections (cross attention's `v_proj`/`h_proj` too), and the
+        FFN's `fc1`/`fc2`."""
+        present = {layer.name for layer in self._flatten_layers()}
+        return [name for name in LORA_LAYER_NAMES if name in present]
+
+    def enable_lora(self, rank, target_layer_names=None):
+        """Freezes the backbone and adds rank-`rank` LoRA adapters.
+
+        keras-hub's `Backbone.enable_lora`, strict: a target name that
+        matches no layer with weights, or a layer that cannot take LoRA,
+        is an error instead of a frozen, untrainable backbone. A task's
+        head stays trainable. The adapters start at zero: the outputs do
+        not change until they train.
+
+        Args:
+            rank: int. Rank of the adapters.
+            target_layer_names: list of layer names; defaults to
+                `default_lora_layer_names()`.
+
+        Example:
+        ```python
+        classifier.backbone.enable_lora(4)
+        classifier.fit(...)  # trains the adapters and the head
+        classifier.backbone.save_lora_weights("adapters.lora.h5")
+        ```
+        """
+        if target_layer_names is None:
+            target_layer_names = self.default_lora_layer_names()
+        target_layer_names = list(target_layer_names)
+        layers = {
+            layer.name: layer
+            for layer in self._flatten_layers(include_self=False)
+            if layer.weights
+        }
+        missing = [name for name in target_layer_names if name not in layers]
+        unsupported = [
+            name
+            for name in target_layer_names
+            if name in layers and not hasattr(layers[name], "enable_lora")
+        ]
+        if missing or unsupported or not target_layer_names:
+            raise ValueError(
+                "enable_lora: "
+                + (f"no layer named {missing}. " if missing else "")
+                + (f"{unsupported} cannot take LoRA. " if unsupported else "")
+                + ("no target layers. " if not target_layer_names else "")
+                + "Layers that can: "
+                + ", ".join(
+                    sorted(
+                        name
+                        for name, layer in layers.items()
+                        if hasattr(layer, "enable_lora")
+                    )
+                )
+                + "."
+            )
+        super().enable_lora(rank, target_layer_names=target_layer_names)
+
     @staticmethod
     def get_layout_map(
         device_mesh,
@@ -524,6 +602,9 @@ class MegaBackbone(MegaModelMixin, Backbone):
             config[name] = getattr(self, name)
         return config
 
+
+# `default_lora_layer_names()`, in order.
+LORA_LAYER_NAMES = ("v_proj", "mx_proj", "h_proj", "fc1", "fc2")
 
 CONFIG_KEYS = (
     "vocabulary_size num_layers hidden_dim intermediate_dim shared_dim "

@@ -81,9 +81,25 @@ class MegaLMHead(keras.layers.Layer):
         if self.token_embedding is None:
             kernel = ops.cast(self.kernel, x.dtype)
         else:
-            embeddings = self.token_embedding.embeddings
-            kernel = ops.transpose(ops.cast(embeddings, x.dtype))
+            kernel = ops.transpose(self._embedding_table(x.dtype))
         return flat_matmul(x, kernel) + ops.cast(self.bias, x.dtype)
+
+    def _embedding_table(self, dtype):
+        """The tied token embedding's table in `dtype`, dequantized when
+        the embedding is int8 (its `embeddings` are then int8 codes,
+        `embeddings_scale` their per-row scales)."""
+        embedding = self.token_embedding
+        table = ops.cast(embedding.embeddings, dtype)
+        mode = embedding.quantization_mode
+        if mode == "int8":
+            scale = ops.cast(embedding.embeddings_scale, dtype)
+            return table / scale[:, None]
+        if mode is not None:
+            raise ValueError(
+                f"A tied LM head cannot read a {mode!r}-quantized token "
+                "embedding; quantize with 'int8' (or untie the head)."
+            )
+        return table
 
     def compute_output_shape(self, inputs_shape, positions_shape=None):
         if positions_shape is not None:
