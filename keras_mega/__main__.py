@@ -1,10 +1,12 @@
 """Command line: `python -m keras_mega convert SRC DST` (or `keras-mega`).
 
 Converts a Hugging Face Mega checkpoint (a local directory or an `hf://`
-handle) into a Keras preset directory holding the task that matches its HF
+handle, read through huggingface_hub's cache, so a cached one converts
+offline) into a Keras preset directory holding the task that matches its HF
 architecture, with its tokenizer and preprocessor when the checkpoint has
-`vocab.json` and `merges.txt`. With `transformers<5` installed, the
-converted model is checked against HF on a sample input.
+tokenizer files (`vocab.json` and `merges.txt`, or `tokenizer.json`). With
+`transformers<5` installed, the converted model is checked against HF on a
+sample input.
 """
 
 import argparse
@@ -26,11 +28,18 @@ ARCHITECTURES = {
 }
 
 
+def _resolve(src):
+    """`src` as a local directory (`hf://` handles: huggingface_hub's cache)."""
+    from keras_mega.models.mega_presets import resolve_preset
+
+    return resolve_preset(
+        src, usage="python -m keras_mega convert DIR DST"
+    )
+
+
 def _read_config(src):
     from keras_mega.convert import keras_hub_compat as compat
-    from keras_mega.models.mega_presets import check_reachable
 
-    check_reachable(src, "python -m keras_mega convert")
     if not compat.check_file_exists(src, "config.json"):
         raise SystemExit(f"error: {src} has no config.json")
     with open(compat.get_file(src, "config.json")) as f:
@@ -121,14 +130,21 @@ def verify(architecture, src, model):
     return worst
 
 
-def convert(src, dst, overwrite=False, check=True, tolerance=1e-4):
+def convert(
+    src, dst, overwrite=False, check=True, tolerance=1e-4, tokenizer=True
+):
     import keras_mega
     from keras_mega.convert import hf
+    from keras_mega.convert import hf_heads
 
     if os.path.exists(dst) and not overwrite:
         raise SystemExit(
             f"error: {dst} exists; pass --overwrite to replace it"
         )
+    local = _resolve(src)
+    if local != src:
+        print(f"reading {src} from {local}")
+    src = local
     config = _read_config(src)
     hf.check_mega_config(config, where=f"{src}/config.json")
     architecture = (config.get("architectures") or ["MegaModel"])[0]
@@ -138,14 +154,14 @@ def convert(src, dst, overwrite=False, check=True, tolerance=1e-4):
             f"expected one of {', '.join(ARCHITECTURES)}"
         )
     cls = getattr(keras_mega.models, ARCHITECTURES[architecture])
-    from keras_mega.convert import keras_hub_compat as compat
-
-    has_vocab = all(
-        compat.check_file_exists(src, name) for name in ("vocab.json", "merges.txt")
-    )
+    has_tokenizer = tokenizer and hf_heads.has_tokenizer(src)
     kwargs = {}
-    if cls is not keras_mega.models.MegaBackbone and not has_vocab:
-        print("no vocab.json/merges.txt: converting without a preprocessor")
+    if cls is not keras_mega.models.MegaBackbone and not has_tokenizer:
+        if tokenizer:
+            print(
+                "no tokenizer files (vocab.json + merges.txt, or "
+                "tokenizer.json): converting without a preprocessor"
+            )
         kwargs["preprocessor"] = None
     print(f"converting {architecture} from {src} into {cls.__name__}")
     with hf.show_progress():
@@ -157,7 +173,7 @@ def convert(src, dst, overwrite=False, check=True, tolerance=1e-4):
             f"(> {tolerance}); not saving"
         )
     model.save_to_preset(dst)
-    if has_vocab and cls is keras_mega.models.MegaBackbone:
+    if has_tokenizer and cls is keras_mega.models.MegaBackbone:
         tokenizer = keras_mega.models.MegaTokenizer.from_preset(src)
         tokenizer.save_to_preset(dst)
     print(f"saved {cls.__name__} preset to {dst}")
@@ -178,9 +194,16 @@ def main(argv=None):
         "--tolerance", type=float, default=1e-4,
         help="largest relative difference to HF accepted (default 1e-4)",
     )
+    c.add_argument(
+        "--no-tokenizer", action="store_true",
+        help="convert without the tokenizer and preprocessor",
+    )
     args = parser.parse_args(argv)
     try:
-        convert(args.src, args.dst, args.overwrite, not args.no_check, args.tolerance)
+        convert(
+            args.src, args.dst, args.overwrite, not args.no_check,
+            args.tolerance, tokenizer=not args.no_tokenizer,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         raise SystemExit(f"error: {e}") from None
     return 0

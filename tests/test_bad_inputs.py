@@ -98,15 +98,33 @@ def test_failed_save_leaves_old_preset_and_no_partial(tmp_path, monkeypatch):
     MegaBackbone.from_preset(str(preset))  # still loads
 
 
-def test_offline_remote_handle_fails_fast_in_one_line(monkeypatch):
+def test_offline_remote_handle_fails_fast_in_one_line(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # An empty Hugging Face cache, offline (constants: read at import).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     start = time.time()
     for preset in ("hf://mnaylor/mega-base-wikitext", "mega_base_wikitext"):
         with pytest.raises(ConnectionError) as info:
             MegaBackbone.from_preset(preset)
         assert "\n" not in str(info.value)
-        assert "from_preset('/path/to/dir')" in str(info.value)
+        assert "hf://mnaylor/mega-base-wikitext is not in the Hugging" in str(
+            info.value
+        )
+        assert "from_preset('DIR')" in str(info.value)
     assert time.time() - start < 5
+
+
+def test_bad_hf_handle_and_missing_path(tmp_path):
+    with pytest.raises(ValueError, match="form 'hf://owner/name'"):
+        MegaBackbone.from_preset("hf://not a/valid//name")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        MegaBackbone.from_preset(str(tmp_path / "missing"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is a file, not a directory"):
+        MegaBackbone.from_preset(str(tmp_path / "file.txt"))
 
 
 def test_named_preset_is_registered_with_keras_hub():

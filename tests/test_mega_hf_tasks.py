@@ -27,8 +27,10 @@ from keras_mega.models import MegaQuestionAnswerer  # noqa: E402
 from keras_mega.models import MegaTextClassifier  # noqa: E402
 from keras_mega.models import MegaTextClassifierPreprocessor  # noqa: E402
 from keras_mega.models import MegaTokenClassifier  # noqa: E402
-from test_mega_tasks import quick_jax_compiles  # noqa: E402,F401
 from test_mega_tokenizer import write_tiny_bpe  # noqa: E402
+
+# The compiles of these tests are most of their time (conftest).
+pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
 
 DECODER = dict(is_decoder=True, bidirectional=False)
 
@@ -109,6 +111,7 @@ def test_text_classifier_matches_hf(
     assert task.num_classes == num_classes
     assert task.problem_type == problem_type
     assert task.dropout == 0.25
+    assert task.id2label == hf.config.id2label  # HF's names, LABEL_i here
     logits = task({"token_ids": ids, "padding_mask": mask})
     assert_close(logits, hf_forward(hf, ids, mask).logits)
 
@@ -120,6 +123,7 @@ def test_token_classifier_matches_hf(tmp_path, batch):
         num_labels=5,
     )  # fmt: skip
     assert task.num_classes == 5
+    assert task.id2label == hf.config.id2label
     logits = task({"token_ids": ids, "padding_mask": mask})
     assert_close(logits, hf_forward(hf, ids, mask).logits, mask=mask)
 

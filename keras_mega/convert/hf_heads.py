@@ -21,13 +21,21 @@ HF head class -> keras-mega task: HF weights -> task layers
 - `MegaForQuestionAnswering` -> `MegaQuestionAnswerer`: `qa_outputs` ->
   `qa_outputs` (start, end).
 
-Label counts come from the HF config (`id2label`, else `num_labels`);
+Label counts come from the HF config (`id2label`, else `num_labels`), and
+the label names (`id2label`) become the task's `id2label`;
 `problem_type: "multi_label_classification"` gives `multi_label=True`, and
 one label without it is regression, as in HF. The head dropout is HF's
-`classifier_dropout` (else `hidden_dropout_prob`). Passing `num_classes` to
-`from_preset` keeps the backbone weights but starts a new head. Loading a
-checkpoint of another head class (or a bare `MegaModel`) also starts a new
-head, with a warning; a classifier then needs `num_classes`.
+`classifier_dropout` (else `hidden_dropout_prob`). A `num_classes` passed to
+`from_preset` that equals the checkpoint's label count keeps the trained
+head; another count starts a new head (the backbone keeps its weights) with
+a warning naming both counts. Loading a checkpoint of another head class
+(or a bare `MegaModel`) also starts a new head, with a warning (none for a
+classifier given `num_classes`: that is fine-tuning); a classifier then
+needs `num_classes`.
+
+Other `from_preset` arguments: backbone options the task does not take
+itself (`dtype`, `chunk_size`, `normalization_type`, ...) go to the
+backbone; the rest go to the task, which refuses names it does not know.
 """
 
 import json
@@ -37,6 +45,8 @@ import numpy as np
 
 from keras_mega.convert import hf
 from keras_mega.convert import keras_hub_compat as compat
+from keras_mega.models.mega_task_utils import backbone_arguments
+from keras_mega.models.mega_task_utils import warn_new_head
 
 # Special tokens `MegaTokenizer` expects, by HF's `special_tokens_map` key.
 SPECIAL_TOKENS = {
@@ -49,6 +59,11 @@ SPECIAL_TOKENS = {
 
 
 # --- Tokenizer ---
+
+NO_TOKENIZER = (
+    "Load without it: from_preset(..., preprocessor=None), or convert with "
+    "--no-tokenizer."
+)
 
 
 def _read_text(preset, name):
@@ -67,8 +82,17 @@ def _check_special_tokens(preset):
         if theirs is not None and theirs != ours:
             raise ValueError(
                 f"{preset}: special_tokens_map.json sets {key}={theirs!r}; "
-                f"MegaTokenizer (RoBERTa's BPE) uses {ours!r}."
+                f"MegaTokenizer (RoBERTa's BPE) uses {ours!r}. {NO_TOKENIZER}"
             )
+
+
+def has_tokenizer(preset):
+    """Whether `preset` has tokenizer files `convert_tokenizer` reads."""
+    if compat.check_file_exists(
+        preset, "vocab.json"
+    ) and compat.check_file_exists(preset, "merges.txt"):
+        return True
+    return compat.check_file_exists(preset, "tokenizer.json")
 
 
 def convert_tokenizer(cls, preset, **kwargs):
@@ -92,7 +116,7 @@ def convert_tokenizer(cls, preset, **kwargs):
         if model.get("type") != "BPE":
             raise ValueError(
                 f"{preset}: tokenizer.json holds a {model.get('type')} model; "
-                "MegaTokenizer needs RoBERTa's byte-level BPE."
+                f"MegaTokenizer needs RoBERTa's byte-level BPE. {NO_TOKENIZER}"
             )
         vocabulary = model["vocab"]
         merges = [
@@ -141,17 +165,33 @@ def _no_kwargs(hf_config):
     return {}
 
 
+def _id2label(hf_config):
+    """HF's label names as `{int id: name}`.
+
+    A config without them (transformers does not write its default names)
+    gets HF's defaults, `LABEL_0`, `LABEL_1`, ..., as `MegaConfig` does.
+    """
+    id2label = hf_config.get("id2label")
+    if not id2label:
+        return {i: f"LABEL_{i}" for i in range(_num_labels(hf_config))}
+    return {int(k): v for k, v in id2label.items()}
+
+
 def _text_classifier_labels(hf_config):
-    """The trained head's label count and problem type."""
+    """The trained head's label count, names and problem type."""
     return {
         "num_classes": _num_labels(hf_config),
+        "id2label": _id2label(hf_config),
         "multi_label": hf_config.get("problem_type")
         == "multi_label_classification",
     }
 
 
 def _token_classifier_labels(hf_config):
-    return {"num_classes": _num_labels(hf_config)}
+    return {
+        "num_classes": _num_labels(hf_config),
+        "id2label": _id2label(hf_config),
+    }
 
 
 # --- Head weights ---
@@ -267,29 +307,26 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
             HF config dict; `load_backbone` and `load_preprocessor` work).
         cls: the task class.
         load_weights: bool. Load the checkpoint's weights at all.
-        load_task_weights: bool. Load the head's weights and size (False
-            when `num_classes` is passed: a new head).
-        **kwargs: task arguments, which override the config's.
+        load_task_weights: bool. keras-hub passes False whenever
+            `num_classes` is given; for classifiers the label count decides
+            instead (equal to the checkpoint's: the trained head).
+        **kwargs: task arguments, which override the config's, and backbone
+            options (see the module docstring).
     """
     hf_config = loader.config
     architecture = (hf_config.get("architectures") or [None])[0]
     head = _head_of(cls)
     matches = False
+    keep_head = load_task_weights
     if head is not None:
         hf_class, config_kwargs, label_kwargs = head[:3]
         matches = architecture == hf_class
-        config_kwargs = config_kwargs(hf_config)
-        if label_kwargs and matches and load_task_weights:
-            # The trained head fixes the label count (`Task.from_preset`
-            # passes load_task_weights=False when given num_classes).
-            config_kwargs.update(label_kwargs(hf_config))
-        kwargs = {**config_kwargs, **kwargs}
-        if label_kwargs and kwargs.get("num_classes") is None:
-            raise ValueError(
-                f"{loader.preset} holds a {architecture}, not a {hf_class}: "
-                "its config does not give the label count. Pass "
-                f"num_classes=... to {cls.__name__}.from_preset()."
-            )
+        kwargs = {**config_kwargs(hf_config), **kwargs}
+        if label_kwargs:
+            keep_head = _label_kwargs(
+                loader.preset, cls, hf_class, label_kwargs(hf_config), matches,
+                architecture, kwargs,
+            )  # fmt: skip
         if hf_class == "MegaForQuestionAnswering" and matches:
             if _num_labels(hf_config) != 2:
                 raise ValueError(
@@ -301,8 +338,9 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
     checkpoint = None
     if "backbone" not in kwargs:
         backbone_kwargs, kwargs = loader.get_backbone_kwargs(**kwargs)
+        more, kwargs = backbone_arguments(cls, kwargs)
         backbone = loader.load_backbone(
-            cls.backbone_cls, False, **backbone_kwargs
+            cls.backbone_cls, False, **backbone_kwargs, **more
         )
         if load_weights:
             checkpoint = hf.read_checkpoint(loader.preset)
@@ -312,7 +350,7 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
         kwargs["preprocessor"] = loader.load_preprocessor(cls.preprocessor_cls)
     task = cls(**kwargs)
 
-    if head is None or not (load_weights and load_task_weights):
+    if head is None or not (load_weights and keep_head):
         return task
     if not matches:
         warnings.warn(
@@ -330,6 +368,35 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
         ignored=_tied_copies(task),
     )
     return task
+
+
+def _label_kwargs(preset, cls, hf_class, labels, matches, architecture, kwargs):
+    """Fills a classifier's label arguments in `kwargs` (in place).
+
+    Returns whether the checkpoint's head weights are to be loaded: the
+    head is the checkpoint's (`matches`) and `num_classes` is not given or
+    equals its label count. Another count warns and starts a new head,
+    keeping the checkpoint's problem type but not its label names.
+    """
+    requested = kwargs.get("num_classes")
+    if not matches:
+        if requested is None:
+            raise ValueError(
+                f"{preset} holds a {architecture}, not a {hf_class}: its "
+                "config does not give the label count. Pass "
+                f"num_classes=... to {cls.__name__}.from_preset()."
+            )
+        return False  # A new head on a pretrained backbone: fine-tuning.
+    trained = labels["num_classes"]
+    if requested is None or requested == trained:
+        kwargs["num_classes"] = trained
+        for key, value in labels.items():
+            kwargs.setdefault(key, value)
+        return True
+    warn_new_head(preset, cls.__name__, trained, requested, stacklevel=7)
+    if "multi_label" in labels:
+        kwargs.setdefault("multi_label", labels["multi_label"])
+    return False
 
 
 def _tied_copies(task):

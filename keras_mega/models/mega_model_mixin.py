@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_mega.backend import is_concrete
 from keras_mega.models.mega_preset_io import MegaPresetMixin
+from keras_mega.models.mega_quantization import MegaQuantizationMixin
 
 
 def check_token_ids(token_ids, vocabulary_size):
@@ -52,7 +53,7 @@ def export_shape(name, shape, sequence_length):
     return tuple(dims), symbols
 
 
-class MegaModelMixin(MegaPresetMixin):
+class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
     """Input checks and export, plus `MegaPresetMixin`'s preset handling.
 
     Subclasses name their vocabulary size through `_vocabulary_size()`.
@@ -72,13 +73,28 @@ class MegaModelMixin(MegaPresetMixin):
             self._check_inputs(args[0])
         return super().__call__(*args, **kwargs)
 
-    def fit(self, x=None, *args, **kwargs):
-        self._check_inputs(x)
-        return super().fit(x, *args, **kwargs)
+    def _check_labels(self, x, y):
+        """Hook: refuses labels the task's head cannot have (tasks).
 
-    def evaluate(self, x=None, *args, **kwargs):
+        Called once per `fit`/`evaluate` with what the user passed; only
+        concrete values are looked at, never datasets or traced tensors.
+        """
+
+    def fit(self, x=None, y=None, *args, **kwargs):
         self._check_inputs(x)
-        return super().evaluate(x, *args, **kwargs)
+        self._check_labels(x, y)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_inputs(validation[0])
+            self._check_labels(validation[0], validation[1])
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        # `fit` evaluates its validation data every epoch; it checked it.
+        if not kwargs.get("_use_cached_eval_dataset"):
+            self._check_inputs(x)
+            self._check_labels(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         self._check_inputs(x)

@@ -9,9 +9,11 @@ from keras_mega.models.mega_multiple_choice_preprocessor import (
     MegaMultipleChoicePreprocessor,
 )
 from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import head_dropout
+from keras_mega.models.mega_task_utils import label_values
 from keras_mega.models.mega_task_utils import with_segment_ids
 
 
@@ -128,6 +130,21 @@ class MegaMultipleChoice(MegaTaskMixin, Task):
                     " or add the choices axis."
                 )
         return super().call(inputs, *args, **kwargs)
+
+    def _check_labels(self, x, y):
+        # Raw `(prompts, choices)` are checked by the preprocessor.
+        if not isinstance(x, dict) or x.get("token_ids") is None:
+            return
+        shape = getattr(x["token_ids"], "shape", None)
+        if shape is None or len(shape) != 3 or shape[1] is None:
+            return
+        num_choices = int(shape[1])
+        check_label_range(
+            label_values(y),
+            num_choices,
+            f"labels are choice indices and there are {num_choices} "
+            "choices (token_ids of shape [batch, num_choices, length])",
+        )
 
     def get_config(self):
         config = super().get_config()

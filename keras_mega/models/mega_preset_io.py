@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 
 # Version of the preset layout keras-mega writes; presets of a newer format
 # are refused with a clear error instead of failing somewhere inside.
@@ -86,24 +87,82 @@ def check_preset_format(preset_dir):
 
 
 
+# Keras warns on loading weights saved with a built optimizer into a model
+# whose optimizer is not built yet. `from_preset` never restores optimizer
+# state (a loaded task is compiled afresh), so the warning says nothing.
+OPTIMIZER_WARNING = "Skipping variable loading for optimizer"
+
+
+def public_tasks(backbone_cls):
+    """Names of keras-mega's public task classes on `backbone_cls`."""
+    from keras_hub.models import Task
+
+    import keras_mega.models
+
+    names = []
+    for name in dir(keras_mega.models):
+        obj = getattr(keras_mega.models, name)
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, Task)
+            and issubclass(backbone_cls, getattr(obj, "backbone_cls", ()))
+        ):
+            names.append(name)
+    return sorted(names)
+
+
+def fix_metadata(preset_dir, model):
+    """Lists the public task classes in `metadata.json`.
+
+    keras-hub names the class each task derives from first, which for
+    keras-mega's tasks is a private mixin.
+    """
+    from keras_hub.models import Backbone
+
+    path = os.path.join(preset_dir, "metadata.json")
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        backbone = model
+    if not os.path.exists(path) or not isinstance(backbone, Backbone):
+        return
+    with open(path) as f:
+        metadata = json.load(f)
+    metadata["tasks"] = public_tasks(type(backbone))
+    with open(path, "w") as f:
+        f.write(json.dumps(metadata, indent=4))
+
+
 class MegaPresetMixin:
-    """Atomic `save_to_preset`, and a `from_preset` that fails fast offline.
+    """Atomic `save_to_preset`, and a `from_preset` that resolves handles.
 
     Used as is by the tokenizer and the preprocessors, and through
     `MegaModelMixin` by the backbone and the tasks.
     """
 
     @classmethod
-    def from_preset(cls, preset, *args, **kwargs):
-        """keras-hub's `from_preset`, failing fast offline for remote
-        handles and refusing presets of a newer keras-mega."""
-        from keras_mega.models.mega_presets import check_reachable
+    def _preset_kwargs(cls, preset, kwargs, load_weights=True):
+        """Hook: adjusts `from_preset` kwargs for a resolved `preset`."""
+        return kwargs
 
-        check_reachable(preset, cls.__name__)
-        return super().from_preset(preset, *args, **kwargs)
+    @classmethod
+    def from_preset(cls, preset, *args, **kwargs):
+        """keras-hub's `from_preset`, plus: `hf://` handles through
+        huggingface_hub's cache (offline too), a clear error for a path
+        that does not exist or a preset of a newer keras-mega."""
+        from keras_mega.models.mega_presets import resolve_preset
+
+        preset = resolve_preset(preset, cls.__name__)
+        load_weights = args[0] if args else kwargs.get("load_weights", True)
+        kwargs = cls._preset_kwargs(preset, kwargs, load_weights)
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=OPTIMIZER_WARNING, category=UserWarning
+            )
+            return super().from_preset(preset, *args, **kwargs)
 
     def save_to_preset(self, preset_dir, *args, **kwargs):
         """Saves to `preset_dir` atomically: a failed or interrupted save
         leaves no half-written preset and keeps an existing one."""
         with atomic_directory(preset_dir) as tmp:
             super().save_to_preset(tmp, *args, **kwargs)
+            fix_metadata(tmp, self)

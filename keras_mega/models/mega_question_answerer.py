@@ -8,8 +8,11 @@ from keras_mega.models.mega_question_answerer_preprocessor import (
     MegaQuestionAnswererPreprocessor,
 )
 from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
+from keras_mega.models.mega_task_utils import label_values
+from keras_mega.models.mega_task_utils import sequence_length_of
 from keras_mega.models.mega_task_utils import task_inputs
 
 
@@ -64,6 +67,20 @@ class MegaQuestionAnswerer(MegaTaskMixin, Task):
             "end_logits": logits[..., 1],
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    def _check_labels(self, x, y):
+        # Raw `(questions, contexts)` spans are checked by the preprocessor.
+        length = sequence_length_of(x)
+        if length is None:
+            return
+        parts = y.values() if isinstance(y, dict) else [y]
+        for part in parts:
+            check_label_range(
+                label_values(part),
+                int(length),
+                f"labels are token positions and the inputs have {length} "
+                "positions",
+            )
 
     def _auto_loss(self):
         # One cross-entropy per output; Keras sums them.

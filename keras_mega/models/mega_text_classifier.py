@@ -4,11 +4,16 @@ import keras
 from keras_hub.models import TextClassifier
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_task_utils import MegaLabelNamesMixin
 from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task_utils import check_id2label
+from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_num_classes
 from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import head_dropout
+from keras_mega.models.mega_task_utils import label_values
+from keras_mega.models.mega_task_utils import serialize_id2label
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_text_classifier_preprocessor import (
     MegaTextClassifierPreprocessor,
@@ -16,7 +21,7 @@ from keras_mega.models.mega_text_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTextClassifier(MegaTaskMixin, TextClassifier):
+class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
     """Mega for sequence classification and regression.
 
     HF `MegaClassificationHead` on the first token (`<s>`): dropout,
@@ -50,13 +55,22 @@ class MegaTextClassifier(MegaTaskMixin, TextClassifier):
         dropout: float. Dropout of the head (HF `classifier_dropout`, or
             `hidden_dropout_prob` when that is unset).
         multi_label: bool. Multi-label classification.
+        id2label: the label names, `{id: name}` for ids `0 ..
+            num_classes - 1` (or a list of names); HF's `id2label`, kept by
+            conversion and presets. `label2id` is its inverse.
+
+    `fit()` and `evaluate()` refuse labels outside `[0, num_classes)`
+    (multi-label: 0/1 arrays of shape `[batch, num_classes]`), naming the
+    label and `num_classes`, for labels given as arrays or lists.
 
     Examples:
     ```python
-    # An HF MegaForSequenceClassification checkpoint: head and labels.
+    # An HF MegaForSequenceClassification checkpoint: head and labels
+    # (a num_classes equal to the checkpoint's keeps the trained head).
     classifier = keras_mega.models.MegaTextClassifier.from_preset(
         "path/to/hf_mega"
     )
+    classifier.id2label  # {0: "NEGATIVE", 1: "POSITIVE"}, HF's names
     # Any HF Mega checkpoint with a new head.
     classifier = keras_mega.models.MegaTextClassifier.from_preset(
         "path/to/hf_mega", num_classes=4
@@ -86,9 +100,11 @@ class MegaTextClassifier(MegaTaskMixin, TextClassifier):
         hidden_dim=None,
         dropout=0.1,
         multi_label=False,
+        id2label=None,
         **kwargs,
     ):
         num_classes = check_num_classes(num_classes, type(self).__name__)
+        check_id2label(id2label, num_classes, type(self).__name__)
         check_vocabulary(backbone, preprocessor)
         compile = kwargs.pop("compile", True)
         hidden_dim = hidden_dim or backbone.hidden_dim
@@ -121,6 +137,7 @@ class MegaTextClassifier(MegaTaskMixin, TextClassifier):
         self.hidden_dim = hidden_dim
         self.dropout = dropout
         self.multi_label = multi_label
+        self.id2label = id2label
         if compile:
             self.compile()
 
@@ -132,6 +149,36 @@ class MegaTextClassifier(MegaTaskMixin, TextClassifier):
         if self.num_classes == 1:
             return "regression"
         return "single_label_classification"
+
+    def _check_labels(self, x, y):
+        values = label_values(y)
+        if values is None or self.problem_type == "regression":
+            return
+        if self.problem_type == "multi_label_classification":
+            if values.ndim < 1 or values.shape[-1] != self.num_classes:
+                raise ValueError(
+                    "Multi-label labels are 0/1 arrays of shape [batch, "
+                    f"num_classes={self.num_classes}]; got shape "
+                    f"{values.shape}."
+                )
+            bad = (values < 0) | (values > 1)
+            if bad.any():
+                raise ValueError(
+                    f"Label {values[bad][0]} is out of range: multi-label "
+                    "labels are 0/1 (or in [0, 1]) for each of the "
+                    f"num_classes={self.num_classes} classes."
+                )
+            return
+        if values.ndim == 2 and values.shape[-1] == self.num_classes > 1:
+            # One-hot or soft labels of a categorical loss.
+            return
+        check_label_range(
+            values,
+            self.num_classes,
+            f"the classifier has num_classes={self.num_classes} classes",
+            hint=" Labels are class ids; pass the right num_classes "
+            "(a new head) if the data has more classes.",
+        )
 
     def _auto_loss(self):
         if self.problem_type == "regression":
@@ -160,6 +207,7 @@ class MegaTextClassifier(MegaTaskMixin, TextClassifier):
                 "hidden_dim": self.hidden_dim,
                 "dropout": self.dropout,
                 "multi_label": self.multi_label,
+                "id2label": serialize_id2label(self.id2label),
             }
         )
         return config

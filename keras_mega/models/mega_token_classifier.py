@@ -4,11 +4,17 @@ import keras
 from keras_hub.models import Task
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_task_utils import MegaLabelNamesMixin
 from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task_utils import check_id2label
+from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_num_classes
 from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import head_dropout
+from keras_mega.models.mega_task_utils import label_values
+from keras_mega.models.mega_task_utils import loss_ignore_class
+from keras_mega.models.mega_task_utils import serialize_id2label
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_token_classifier_preprocessor import (
     MegaTokenClassifierPreprocessor,
@@ -16,7 +22,7 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTokenClassifier(MegaTaskMixin, Task):
+class MegaTokenClassifier(MegaLabelNamesMixin, MegaTaskMixin, Task):
     """Mega for token classification (e.g. named entities, tagging).
 
     HF `MegaForTokenClassification`'s head: dropout, then a dense layer to
@@ -42,6 +48,16 @@ class MegaTokenClassifier(MegaTaskMixin, Task):
             logits.
         dropout: float. Dropout before the output layer (HF
             `classifier_dropout`, or `hidden_dropout_prob` when unset).
+        id2label: the label names, `{id: name}` for ids `0 ..
+            num_classes - 1` (or a list of names); HF's `id2label`, kept by
+            conversion and presets. `label2id` is its inverse.
+
+    `fit()` and `evaluate()` refuse labels `>= num_classes`, naming the
+    label and `num_classes`, for labels given as arrays or lists. Negative
+    word labels mean "no label" for the preprocessor; labels of
+    preprocessed inputs (`token_ids` given) must be in `[0, num_classes)`
+    (or the compiled loss's `ignore_class`): give unlabeled positions
+    `sample_weight` 0.
 
     Examples:
     ```python
@@ -62,9 +78,11 @@ class MegaTokenClassifier(MegaTaskMixin, Task):
         preprocessor=None,
         activation=None,
         dropout=0.1,
+        id2label=None,
         **kwargs,
     ):
         num_classes = check_num_classes(num_classes, type(self).__name__)
+        check_id2label(id2label, num_classes, type(self).__name__)
         check_vocabulary(backbone, preprocessor)
         compile = kwargs.pop("compile", True)
         # === Layers ===
@@ -87,8 +105,36 @@ class MegaTokenClassifier(MegaTaskMixin, Task):
         self.num_classes = num_classes
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
+        self.id2label = id2label
         if compile:
             self.compile()
+
+    def _check_labels(self, x, y):
+        values = label_values(y)
+        if values is None:
+            return
+        preprocessed = isinstance(x, dict) and "token_ids" in x
+        if preprocessed:
+            ignore = loss_ignore_class(self)
+            allowed = () if ignore is None else (ignore,)
+            hint = (
+                " Labels of preprocessed inputs are class ids at every "
+                "position: give positions without a label any valid id "
+                "and sample_weight 0, or compile with "
+                "SparseCategoricalCrossentropy(ignore_class=...)."
+            )
+        else:
+            # Negative word labels mean "no label" to the preprocessor.
+            allowed, values = (), values[values >= 0]
+            hint = " Labels are class ids (negative: no label)."
+        check_label_range(
+            values,
+            self.num_classes,
+            f"the token classifier has num_classes={self.num_classes} "
+            "classes",
+            allowed=allowed,
+            hint=hint,
+        )
 
     def _auto_metrics(self):
         return None
@@ -103,6 +149,7 @@ class MegaTokenClassifier(MegaTaskMixin, Task):
                 "num_classes": self.num_classes,
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
+                "id2label": serialize_id2label(self.id2label),
             }
         )
         return config
