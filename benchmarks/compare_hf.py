@@ -30,18 +30,35 @@ import tempfile
 import time
 
 ENCODER = dict(
-    vocab_size=1000, hidden_size=128, num_hidden_layers=4, intermediate_size=256,
-    nffn_hidden_size=256, shared_representation_size=64, ema_projection_size=16,
-    normalization_type="scalenorm", normalize_before_mega=False,
-    normalize_before_ffn=False, attention_activation="softmax",
-    bidirectional=True, dropout_prob=0.0, hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0, nffn_activation_dropout_prob=0.0,
-    max_positions=16384, relative_positional_bias="rotary",
+    vocab_size=1000,
+    hidden_size=128,
+    num_hidden_layers=4,
+    intermediate_size=256,
+    nffn_hidden_size=256,
+    shared_representation_size=64,
+    ema_projection_size=16,
+    normalization_type="scalenorm",
+    normalize_before_mega=False,
+    normalize_before_ffn=False,
+    attention_activation="softmax",
+    bidirectional=True,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+    max_positions=16384,
+    relative_positional_bias="rotary",
 )
 CAUSAL_CPU = dict(
-    ENCODER, hidden_size=256, intermediate_size=512, nffn_hidden_size=512,
-    shared_representation_size=128, bidirectional=False, is_decoder=True,
-    normalize_before_mega=True, normalize_before_ffn=True,
+    ENCODER,
+    hidden_size=256,
+    intermediate_size=512,
+    nffn_hidden_size=512,
+    shared_representation_size=128,
+    bidirectional=False,
+    is_decoder=True,
+    normalize_before_mega=True,
+    normalize_before_ffn=True,
 )
 BATCH = 2
 
@@ -59,7 +76,9 @@ def make_checkpoint(case, path):
 
     torch.manual_seed(0)
     config = transformers.MegaConfig(**make_config(case))
-    transformers.MegaModel(config, add_pooling_layer=False).save_pretrained(path)
+    transformers.MegaModel(config, add_pooling_layer=False).save_pretrained(
+        path
+    )
 
 
 def peak_mb():
@@ -87,11 +106,17 @@ def run_keras(case, checkpoint, steps):
 
     backbone = keras_mega.models.MegaBackbone.from_preset(checkpoint)
     length = case["length"]
-    ids = np.random.default_rng(0).integers(3, 1000, (BATCH, length)).astype("int32")
+    ids = (
+        np.random.default_rng(0)
+        .integers(3, 1000, (BATCH, length))
+        .astype("int32")
+    )
     inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     target = np.zeros((BATCH, length, backbone.hidden_dim), "float32")
     jit = keras.backend.backend() != "torch"
-    backbone.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=jit)
+    backbone.compile(
+        optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=jit
+    )
     result = {}
     c, t = time_steps(lambda: backbone.train_on_batch(inputs, target), steps)
     result.update(train_compile_s=c, train_tokens_per_s=BATCH * length / t)
@@ -105,9 +130,13 @@ def run_hf(case, checkpoint, steps):
     import torch
     import transformers
 
-    model = transformers.MegaModel.from_pretrained(checkpoint, add_pooling_layer=False)
+    model = transformers.MegaModel.from_pretrained(
+        checkpoint, add_pooling_layer=False
+    )
     length = case["length"]
-    ids = torch.tensor(np.random.default_rng(0).integers(3, 1000, (BATCH, length)))
+    ids = torch.tensor(
+        np.random.default_rng(0).integers(3, 1000, (BATCH, length))
+    )
     mask = torch.ones_like(ids)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
 
@@ -148,8 +177,17 @@ def measure(case, steps):
     if case["backend"] != "hf":
         env["KERAS_BACKEND"] = case["backend"]
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(case), "--steps", str(steps)],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            json.dumps(case),
+            "--steps",
+            str(steps),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -159,7 +197,9 @@ def measure(case, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="L=1024 only, 2 steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="L=1024 only, 2 steps"
+    )
     parser.add_argument("--backends", default="jax,tensorflow,torch")
     parser.add_argument("--lengths", default="1024,4096")
     parser.add_argument("--steps", type=int, default=5)
@@ -175,7 +215,9 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    lengths = [1024] if args.quick else [int(x) for x in args.lengths.split(",")]
+    lengths = (
+        [1024] if args.quick else [int(x) for x in args.lengths.split(",")]
+    )
     steps = 2 if args.quick else args.steps
     cases = [
         dict(model="encoder", length=length, chunk=chunk)
@@ -200,7 +242,9 @@ def main():
                     "backend": backend,
                     "tokens_per_s": ours.get(key),
                     "hf_tokens_per_s": hf.get(key),
-                    "ratio_vs_hf": (ours[key] / hf[key]) if key in ours and key in hf else None,
+                    "ratio_vs_hf": (ours[key] / hf[key])
+                    if key in ours and key in hf
+                    else None,
                     "compile_s": ours.get(f"{kind}_compile_s"),
                     "peak_memory_mb": ours.get("peak_memory_mb"),
                     "hf_peak_memory_mb": hf.get("peak_memory_mb"),
@@ -211,10 +255,15 @@ def main():
     with open(args.out, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    print("\n| case | backend | tokens/s | HF tokens/s | ratio | compile s | peak MB (HF) |")
+    print(
+        "\n| case | backend | tokens/s | HF tokens/s | ratio | compile s | peak MB (HF) |"
+    )
     print("|---|---|---|---|---|---|---|")
+
+    def fmt(v, p="{:,.0f}"):
+        return p.format(v) if isinstance(v, (int, float)) else "-"
+
     for r in rows:
-        fmt = lambda v, p="{:,.0f}": p.format(v) if isinstance(v, (int, float)) else "-"
         print(
             f"| {r['case']} | {r['backend']} | {fmt(r['tokens_per_s'])} | "
             f"{fmt(r['hf_tokens_per_s'])} | {fmt(r['ratio_vs_hf'], '{:.2f}')} | "

@@ -22,18 +22,31 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONFIG = dict(
-    vocab_size=1000, hidden_size=128, num_hidden_layers=4,
-    intermediate_size=256, nffn_hidden_size=256, shared_representation_size=64,
-    ema_projection_size=16, bidirectional=False, is_decoder=True,
-    dropout_prob=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    nffn_activation_dropout_prob=0.0, max_positions=16384,
+    vocab_size=1000,
+    hidden_size=128,
+    num_hidden_layers=4,
+    intermediate_size=256,
+    nffn_hidden_size=256,
+    shared_representation_size=64,
+    ema_projection_size=16,
+    bidirectional=False,
+    is_decoder=True,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+    max_positions=16384,
 )
 
 
 def keras_latency(model, position, tokens):
     import numpy as np
 
-    prompt = np.random.default_rng(0).integers(3, 1000, (1, position)).astype("int32")
+    prompt = (
+        np.random.default_rng(0)
+        .integers(3, 1000, (1, position))
+        .astype("int32")
+    )
 
     def run(new):
         length = position + new
@@ -57,7 +70,9 @@ def hf_latency(model, position, tokens):
     import numpy as np
     import torch
 
-    ids = torch.tensor(np.random.default_rng(0).integers(3, 1000, (1, position)))
+    ids = torch.tensor(
+        np.random.default_rng(0).integers(3, 1000, (1, position))
+    )
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
         past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
@@ -91,23 +106,33 @@ def main():
     for name, chunk in (("chunk 128", 128), ("full", None)):
         config = dict(CONFIG, use_chunking=bool(chunk), chunk_size=chunk or -1)
         with tempfile.TemporaryDirectory() as tmp:
-            transformers.MegaForCausalLM(transformers.MegaConfig(**config)).save_pretrained(tmp)
-            model = keras_mega.models.MegaCausalLM.from_preset(tmp, preprocessor=None)
+            transformers.MegaForCausalLM(
+                transformers.MegaConfig(**config)
+            ).save_pretrained(tmp)
+            model = keras_mega.models.MegaCausalLM.from_preset(
+                tmp, preprocessor=None
+            )
         model.compile(sampler="greedy")
         models[name] = model
     rows = []
     for position in [int(p) for p in args.positions.split(",")]:
         row = {"position": position, "backend": backend}
         for name, model in models.items():
-            row[f"keras_{name}_ms"] = 1000 * keras_latency(model, position, args.tokens)
+            row[f"keras_{name}_ms"] = 1000 * keras_latency(
+                model, position, args.tokens
+            )
         if not args.no_hf:
-            row["hf_full_ms"] = 1000 * hf_latency(hf, position, min(args.tokens, 16))
+            row["hf_full_ms"] = 1000 * hf_latency(
+                hf, position, min(args.tokens, 16)
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     with open(args.out, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     print(f"\nms per token, batch 1, {backend}")
-    print("| position | keras-mega chunk 128 | keras-mega full | HF full (cached) |")
+    print(
+        "| position | keras-mega chunk 128 | keras-mega full | HF full (cached) |"
+    )
     print("|---|---|---|---|")
     for r in rows:
         hf_ms = f"{r['hf_full_ms']:.1f}" if "hf_full_ms" in r else "-"

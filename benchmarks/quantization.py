@@ -61,8 +61,10 @@ def main(argv=None):
             model.save_to_preset(path)
             error = float(np.abs(got.astype("float32") - expected).max())
             rows.append((mode, preset_size(path), error / scale))
-    print(f"backend {keras.config.backend()}, {backbone.count_params():,} "
-          f"parameters, batch 2 x {args.length} tokens")
+    print(
+        f"backend {keras.config.backend()}, {backbone.count_params():,} "
+        f"parameters, batch 2 x {args.length} tokens"
+    )
     print("| weights | preset size | max output error / max output |")
     print("|---|---|---|")
     for mode, size, error in rows:

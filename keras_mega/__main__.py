@@ -32,9 +32,7 @@ def _resolve(src):
     """`src` as a local directory (`hf://` handles: huggingface_hub's cache)."""
     from keras_mega.models.mega_presets import resolve_preset
 
-    return resolve_preset(
-        src, usage="python -m keras_mega convert DIR DST"
-    )
+    return resolve_preset(src, usage="python -m keras_mega convert DIR DST")
 
 
 def _read_config(src):
@@ -50,7 +48,9 @@ def _sample_inputs(config, batch=2, length=None):
     import numpy as np
 
     if length is None:
-        chunk = config.get("chunk_size", -1) if config.get("use_chunking") else 0
+        chunk = (
+            config.get("chunk_size", -1) if config.get("use_chunking") else 0
+        )
         length = 2 * chunk if chunk and chunk > 0 else 16
     rng = np.random.default_rng(0)
     ids = rng.integers(3, config["vocab_size"], (batch, length)).astype("int32")
@@ -95,7 +95,9 @@ def _keras_outputs(architecture, model, ids, mask):
         positions = np.arange(ids.shape[1], dtype="int32")
         inputs["mask_positions"] = np.broadcast_to(positions, ids.shape).copy()
     if architecture == "MegaForMultipleChoice":
-        inputs = {k: np.repeat(v[:, None], 2, axis=1) for k, v in inputs.items()}
+        inputs = {
+            k: np.repeat(v[:, None], 2, axis=1) for k, v in inputs.items()
+        }
     out = model(inputs, training=False)
     if isinstance(out, dict):
         return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
@@ -138,9 +140,7 @@ def convert(
     from keras_mega.convert import hf_heads
 
     if os.path.exists(dst) and not overwrite:
-        raise SystemExit(
-            f"error: {dst} exists; pass --overwrite to replace it"
-        )
+        raise SystemExit(f"error: {dst} exists; pass --overwrite to replace it")
     local = _resolve(src)
     if local != src:
         print(f"reading {src} from {local}")
@@ -191,11 +191,14 @@ def main(argv=None):
         "--no-check", action="store_true", help="skip the check against HF"
     )
     c.add_argument(
-        "--tolerance", type=float, default=1e-4,
+        "--tolerance",
+        type=float,
+        default=1e-4,
         help="largest relative difference to HF accepted (default 1e-4)",
     )
     c.add_argument(
-        "--no-tokenizer", action="store_true",
+        "--no-tokenizer",
+        action="store_true",
         help="convert without the tokenizer and preprocessor",
     )
     args = parser.parse_args(argv)

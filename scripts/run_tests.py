@@ -21,7 +21,15 @@ COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 
 
 def command():
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *sys.argv[1:]]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *sys.argv[1:],
+    ]
 
 
 def env_for(backend):
@@ -31,7 +39,8 @@ def env_for(backend):
 
 
 def counts_of(output, returncode):
-    last = next((l for l in reversed(output.splitlines()) if l.strip()), "")
+    lines = reversed(output.splitlines())
+    last = next((line for line in lines if line.strip()), "")
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for number, kind in COUNT.findall(last):
         kind = "failed" if kind.startswith("error") else kind
@@ -65,10 +74,16 @@ def run_parallel():
     for backend in BACKENDS:
         logs[backend] = tempfile.TemporaryFile("w+")
         procs[backend] = subprocess.Popen(
-            command(), env=env_for(backend), stdout=logs[backend],
-            stderr=subprocess.STDOUT, text=True,
+            command(),
+            env=env_for(backend),
+            stdout=logs[backend],
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-    print(f"running {', '.join(BACKENDS)} side by side: {' '.join(command())}", flush=True)
+    print(
+        f"running {', '.join(BACKENDS)} side by side: {' '.join(command())}",
+        flush=True,
+    )
     results = {}
     for backend in BACKENDS:
         procs[backend].wait()

@@ -41,7 +41,9 @@ def perturb(model, seed=0, scale=0.2):
                 continue
             noise = torch.randn(tensor.shape, generator=generator)
             if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
+                tensor.copy_(
+                    0.5 + torch.rand(tensor.shape, generator=generator)
+                )
             else:
                 tensor.add_(scale * noise)
     return model

@@ -6,9 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import make_hf_model
 from hf_reference import random_batch
+
 from keras_mega.models import MegaBackbone
 
 
@@ -42,8 +42,16 @@ def _np(x):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(causal=True, bidirectional=False, relative_position_bias="simple",
-                  normalization_type="batchnorm", num_segments=2)],
+    [
+        dict(),
+        dict(
+            causal=True,
+            bidirectional=False,
+            relative_position_bias="simple",
+            normalization_type="batchnorm",
+            num_segments=2,
+        ),
+    ],
     ids=["encoder", "decoder"],
 )
 def test_save_and_load_are_bit_exact(kwargs, tmp_path):
@@ -177,7 +185,9 @@ def test_wrong_shape_names_weight_and_both_shapes(tmp_path):
         weights[key] = np.zeros((25, 16), "float32")
 
     _rewrite_weights(tmp_path, reshape)
-    with pytest.raises(ValueError, match=r"v_proj\.weight.*\(25, 16\).*\(16, 24\)"):
+    with pytest.raises(
+        ValueError, match=r"v_proj\.weight.*\(25, 16\).*\(16, 24\)"
+    ):
         MegaBackbone.from_preset(str(tmp_path))
 
 

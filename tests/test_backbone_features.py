@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-
 from hf_reference import assert_close
 from hf_reference import hf_hidden
 from hf_reference import make_hf_model
 from hf_reference import random_batch
 from hf_reference import torch
+
 from keras_mega.models import MegaBackbone
 
 CASES = {
@@ -25,7 +25,11 @@ def _inputs(backbone, ids, mask):
     inputs = {"token_ids": ids, "padding_mask": mask}
     kwargs = {}
     if backbone.num_segments:
-        inputs["segment_ids"] = (np.arange(ids.shape[1]) > 3).astype("int32")[None].repeat(len(ids), 0)
+        inputs["segment_ids"] = (
+            (np.arange(ids.shape[1]) > 3)
+            .astype("int32")[None]
+            .repeat(len(ids), 0)
+        )
         kwargs["token_type_ids"] = torch.tensor(inputs["segment_ids"]).long()
     if backbone.cross_attention:
         encoder = np.random.default_rng(3).normal(size=(len(ids), 5, 16))
@@ -43,7 +47,12 @@ def test_hidden_states_and_attentions_match_hf(name, tmp_path):
     ids, mask = random_batch(2, 8, lengths=[8, 6])
     inputs, kwargs = _inputs(backbone, ids, mask)
     expected = hf_hidden(
-        hf, ids, mask, output_hidden_states=True, output_attentions=True, **kwargs
+        hf,
+        ids,
+        mask,
+        output_hidden_states=True,
+        output_attentions=True,
+        **kwargs,
     )
     features = backbone.feature_extractor(output_attentions=True)
     out = features(inputs)
@@ -53,7 +62,9 @@ def test_hidden_states_and_attentions_match_hf(name, tmp_path):
     for ours, theirs in zip(out["attentions"], expected.attentions):
         assert_close(ours, theirs.numpy())
     if backbone.cross_attention:
-        for ours, theirs in zip(out["cross_attentions"], expected.cross_attentions):
+        for ours, theirs in zip(
+            out["cross_attentions"], expected.cross_attentions
+        ):
             assert_close(ours, theirs.numpy())
     assert_close(out["sequence_output"], backbone(inputs))
 
@@ -72,15 +83,25 @@ def test_inputs_embeds_match_hf(tmp_path):
             attention_mask=torch.tensor(mask).long(),
             token_type_ids=torch.tensor(segments).long(),
         ).last_hidden_state.numpy()
-    model = backbone.feature_extractor(output_hidden_states=False, inputs_embeds=True)
-    out = model({"inputs_embeds": embeds, "padding_mask": mask, "segment_ids": segments})
+    model = backbone.feature_extractor(
+        output_hidden_states=False, inputs_embeds=True
+    )
+    out = model(
+        {"inputs_embeds": embeds, "padding_mask": mask, "segment_ids": segments}
+    )
     assert_close(out["sequence_output"], expected)
 
 
 def test_feature_extractor_shares_weights():
     backbone = MegaBackbone(
-        vocabulary_size=20, num_layers=1, hidden_dim=8, intermediate_dim=8,
-        shared_dim=4, ema_dim=2,
+        vocabulary_size=20,
+        num_layers=1,
+        hidden_dim=8,
+        intermediate_dim=8,
+        shared_dim=4,
+        ema_dim=2,
     )
     features = backbone.feature_extractor()
-    assert {id(w) for w in features.weights} == {id(w) for w in backbone.weights}
+    assert {id(w) for w in features.weights} == {
+        id(w) for w in backbone.weights
+    }

@@ -7,12 +7,12 @@ on padded batches, eager and compiled.
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import assert_close
 from hf_reference import hf_hidden
 from hf_reference import make_hf_model
 from hf_reference import random_batch
 from hf_reference import torch
+
 from keras_mega.models import MegaBackbone
 
 DECODER = dict(is_decoder=True, bidirectional=False)
@@ -50,7 +50,9 @@ CASES = {
         normalize_before_mega=False,
     ),
     "syncbatchnorm": dict(normalization_type="syncbatchnorm"),
-    "mixed_prenorm": dict(normalize_before_mega=False, normalize_before_ffn=True),
+    "mixed_prenorm": dict(
+        normalize_before_mega=False, normalize_before_ffn=True
+    ),
     "truncation": dict(truncation=3),
     "truncation_decoder": dict(truncation=5, **DECODER),
     "no_ffn_gelu": dict(use_normalized_ffn=False, activation="gelu"),
@@ -96,7 +98,10 @@ def test_backbone_matches_hf(name, tmp_path):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(attention_activation="laplace", relative_positional_bias="simple")],
+    [
+        dict(),
+        dict(attention_activation="laplace", relative_positional_bias="simple"),
+    ],
     ids=["softmax_rotary", "laplace_simple"],
 )
 def test_cross_attention_decoder_matches_hf(overrides, tmp_path):
@@ -144,7 +149,9 @@ def test_chunk_auto_padding_equals_hf_on_padded_input(
     padded_mask = np.concatenate([mask, np.zeros((2, 2), "int32")], axis=1)
     expected = hf_hidden(hf, padded_ids, padded_mask).last_hidden_state
     expected = expected.numpy()[:, :10]
-    actual = backbone.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    actual = backbone.predict(
+        {"token_ids": ids, "padding_mask": mask}, verbose=0
+    )
     assert actual.shape == (2, 10, 16)
     # Padding positions of a chunk that is all padding attend to padding,
     # which HF's padded input fills differently: compare the real tokens.
@@ -156,7 +163,9 @@ def test_length_shorter_than_chunk(tmp_path):
     backbone = MegaBackbone.from_preset(str(tmp_path))
     ids, mask = random_batch(2, 6, lengths=[6, 3])
     expected = hf_hidden(hf, ids, mask).last_hidden_state.numpy()
-    actual = backbone.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    actual = backbone.predict(
+        {"token_ids": ids, "padding_mask": mask}, verbose=0
+    )
     assert_close(actual, expected)
 
 
@@ -165,7 +174,9 @@ def test_any_head_checkpoint_loads_into_backbone(tmp_path):
     backbone = MegaBackbone.from_preset(str(tmp_path))
     ids, mask = random_batch(2, 8, lengths=[8, 6])
     expected = hf_hidden(hf.mega, ids, mask).last_hidden_state.numpy()
-    actual = backbone.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    actual = backbone.predict(
+        {"token_ids": ids, "padding_mask": mask}, verbose=0
+    )
     assert_close(actual, expected)
 
 
@@ -176,7 +187,9 @@ def test_pytorch_bin_checkpoint(tmp_path):
     backbone = MegaBackbone.from_preset(str(tmp_path))
     ids, mask = random_batch(2, 8, lengths=[8, 6])
     expected = hf_hidden(hf, ids, mask).last_hidden_state.numpy()
-    actual = backbone.predict({"token_ids": ids, "padding_mask": mask}, verbose=0)
+    actual = backbone.predict(
+        {"token_ids": ids, "padding_mask": mask}, verbose=0
+    )
     assert_close(actual, expected)
 
 
@@ -194,9 +207,7 @@ def test_hf_rmsnorm_loads_as_hf_rmsnorm_and_real_rmsnorm_on_request(tmp_path):
     with pytest.warns(UserWarning, match="never normalizes"):
         backbone = MegaBackbone.from_preset(str(tmp_path))
     assert backbone.normalization_type == "hf_rmsnorm"
-    real = MegaBackbone.from_preset(
-        str(tmp_path), normalization_type="rmsnorm"
-    )
+    real = MegaBackbone.from_preset(str(tmp_path), normalization_type="rmsnorm")
     ids, mask = random_batch(2, 8)
     inputs = {"token_ids": ids, "padding_mask": mask}
     a = backbone.predict(inputs, verbose=0)
@@ -208,8 +219,12 @@ def test_hf_rmsnorm_loads_as_hf_rmsnorm_and_real_rmsnorm_on_request(tmp_path):
     "overrides",
     [
         dict(relative_positional_bias="rotary"),
-        dict(relative_positional_bias="simple", bidirectional=True, chunk_size=16,
-             use_chunking=True),
+        dict(
+            relative_positional_bias="simple",
+            bidirectional=True,
+            chunk_size=16,
+            use_chunking=True,
+        ),
     ],
     ids=["rotary", "simple_bidirectional"],
 )
@@ -217,17 +232,22 @@ def test_fresh_initialization_draws_like_hf(overrides):
     """A fresh backbone's weights follow HF's `_init_weights`: each weight
     has HF's mean and spread, and no two weights share their draws (one
     Keras initializer instance reused gives identical values)."""
+    import transformers
+
     from keras_mega.convert.hf import backbone_weight_map
     from keras_mega.convert.hf import convert_backbone_config
 
-    import transformers
-
     torch.manual_seed(0)
     config = transformers.MegaConfig(
-        vocab_size=64, hidden_size=64, num_hidden_layers=2,
-        intermediate_size=128, ema_projection_size=16,
-        shared_representation_size=32, nffn_hidden_size=128,
-        max_positions=64, **overrides,
+        vocab_size=64,
+        hidden_size=64,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        ema_projection_size=16,
+        shared_representation_size=32,
+        nffn_hidden_size=128,
+        max_positions=64,
+        **overrides,
     )
     hf_weights = {
         name: tensor.detach().numpy()
@@ -247,12 +267,14 @@ def test_fresh_initialization_draws_like_hf(overrides):
             continue
         assert abs(np.log(ours.std() / theirs.std())) < 4 / np.sqrt(n), hf_key
         spread = np.sqrt(ours.var() + theirs.var())
-        assert abs(ours.mean() - theirs.mean()) < 5 * spread / np.sqrt(n), hf_key
+        assert abs(ours.mean() - theirs.mean()) < 5 * spread / np.sqrt(n), (
+            hf_key
+        )
         keras_weights[hf_key] = ours
     names = sorted(keras_weights)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            same = keras_weights[a].shape == keras_weights[b].shape and np.array_equal(
-                keras_weights[a], keras_weights[b]
-            )
+        for b in names[i + 1 :]:
+            same = keras_weights[a].shape == keras_weights[
+                b
+            ].shape and np.array_equal(keras_weights[a], keras_weights[b])
             assert not same, f"{a} and {b} start with the same values"

@@ -148,5 +148,11 @@ def test_named_preset_matches_the_documented_hf_config():
     backbone = MegaBackbone(**convert_backbone_config(config.to_dict()))
     metadata = backbone_presets["mega_base_wikitext"]["metadata"]
     assert backbone.count_params() == metadata["params"]
-    for fact in ("hidden 128", "4-layer", "intermediate 256", "EMA 16", "50265"):
+    for fact in (
+        "hidden 128",
+        "4-layer",
+        "intermediate 256",
+        "EMA 16",
+        "50265",
+    ):
         assert fact in metadata["description"]

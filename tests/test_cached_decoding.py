@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import assert_close
 from hf_reference import hf_hidden
 from hf_reference import make_hf_model
 from hf_reference import torch
+
 from keras_mega.models import MegaBackbone
 
 LENGTH = 14  # crosses three boundaries of chunk 4
@@ -34,7 +34,11 @@ def decoder(**kwargs):
 
 
 def _ids(batch=2, length=LENGTH, seed=0):
-    return np.random.default_rng(seed).integers(3, 48, (batch, length)).astype("int32")
+    return (
+        np.random.default_rng(seed)
+        .integers(3, 48, (batch, length))
+        .astype("int32")
+    )
 
 
 def _full(backbone, ids):
@@ -56,13 +60,21 @@ def _feed(backbone, ids, cache, start, sizes):
 
 VARIANTS = {
     "softmax_rotary_chunked": dict(chunk_size=4),
-    "softmax_simple_chunked": dict(chunk_size=4, relative_position_bias="simple"),
-    "laplace_rotary_chunked": dict(chunk_size=4, attention_activation="laplace"),
+    "softmax_simple_chunked": dict(
+        chunk_size=4, relative_position_bias="simple"
+    ),
+    "laplace_rotary_chunked": dict(
+        chunk_size=4, attention_activation="laplace"
+    ),
     "laplace_simple_chunked": dict(
-        chunk_size=4, attention_activation="laplace", relative_position_bias="simple"
+        chunk_size=4,
+        attention_activation="laplace",
+        relative_position_bias="simple",
     ),
     "relu2_chunked_layernorm": dict(
-        chunk_size=4, attention_activation="relu2", normalization_type="layernorm"
+        chunk_size=4,
+        attention_activation="relu2",
+        normalization_type="layernorm",
     ),
     "softmax_rotary_full": dict(),
     "laplace_simple_full": dict(
@@ -111,7 +123,9 @@ def test_prefill_ignores_tokens_after_position_and_padding():
     for a, b in zip(cache, same):
         for x, y in zip(a, b):
             np.testing.assert_allclose(
-                keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y), atol=1e-6
+                keras.ops.convert_to_numpy(x),
+                keras.ops.convert_to_numpy(y),
+                atol=1e-6,
             )
 
 
@@ -119,9 +133,13 @@ def test_prefill_ignores_tokens_after_position_and_padding():
 def test_blocks_equal_token_by_token(chunk_size):
     backbone = decoder(chunk_size=chunk_size, relative_position_bias="simple")
     ids = _ids()
-    one, _ = _feed(backbone, ids, backbone.empty_cache(2, LENGTH), 0, [1] * LENGTH)
+    one, _ = _feed(
+        backbone, ids, backbone.empty_cache(2, LENGTH), 0, [1] * LENGTH
+    )
     # Blocks that start mid-chunk, span one or several boundaries.
-    blocks, _ = _feed(backbone, ids, backbone.empty_cache(2, LENGTH), 0, [3, 6, 1, 4])
+    blocks, _ = _feed(
+        backbone, ids, backbone.empty_cache(2, LENGTH), 0, [3, 6, 1, 4]
+    )
     assert_close(blocks, one)
 
 
@@ -171,4 +189,6 @@ def test_decoding_matches_hf_unchunked_cache(tmp_path):
             expected.append(out.last_hidden_state.numpy())
     actual, _ = _feed(backbone, ids, backbone.empty_cache(2, 9), 0, [1] * 9)
     assert_close(actual, np.concatenate(expected, axis=1))
-    assert_close(actual, hf_hidden(hf, ids, np.ones_like(ids)).last_hidden_state.numpy())
+    assert_close(
+        actual, hf_hidden(hf, ids, np.ones_like(ids)).last_hidden_state.numpy()
+    )

@@ -8,11 +8,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import make_hf_model
-from keras_mega.__main__ import main
 
 import keras_mega
+from keras_mega.__main__ import main
 
 
 @pytest.mark.parametrize(
@@ -27,7 +26,11 @@ def test_convert_checks_against_hf_and_saves_a_preset(
     architecture, cls, tmp_path, capsys
 ):
     src, dst = tmp_path / "hf", tmp_path / "keras"
-    overrides = dict(is_decoder=True, bidirectional=False) if "Causal" in architecture else {}
+    overrides = (
+        dict(is_decoder=True, bidirectional=False)
+        if "Causal" in architecture
+        else {}
+    )
     make_hf_model(src, cls=architecture, **overrides)
     assert main(["convert", str(src), str(dst)]) == 0
     out = capsys.readouterr().out
@@ -56,7 +59,9 @@ def test_refuses_to_overwrite(tmp_path):
     os.makedirs(dst)
     with pytest.raises(SystemExit, match="--overwrite"):
         main(["convert", str(src), str(dst)])
-    assert main(["convert", str(src), str(dst), "--overwrite", "--no-check"]) == 0
+    assert (
+        main(["convert", str(src), str(dst), "--overwrite", "--no-check"]) == 0
+    )
     assert os.path.exists(dst / "config.json")
 
 
@@ -72,7 +77,9 @@ def test_not_a_mega_checkpoint(tmp_path):
 def test_module_entry_point_runs():
     result = subprocess.run(
         [sys.executable, "-m", "keras_mega", "convert", "--help"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0
     assert "hf://owner/name" in result.stdout
@@ -105,7 +112,10 @@ def test_tokenizer_json_alone_gives_a_preprocessor(tmp_path, capsys):
     task.preprocessor.sequence_length = 12
     texts = ["the quick brown fox", "a good movie"]
     encoded = hf_tokenizer(
-        texts, padding="max_length", truncation=True, max_length=12,
+        texts,
+        padding="max_length",
+        truncation=True,
+        max_length=12,
         return_tensors="np",
     )
     x = task.preprocessor(texts)
@@ -119,7 +129,10 @@ def test_tokenizer_json_alone_gives_a_preprocessor(tmp_path, capsys):
     np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
     # Left out on request.
     bare = tmp_path / "bare"
-    assert main(["convert", str(src), str(bare), "--no-check", "--no-tokenizer"]) == 0
+    assert (
+        main(["convert", str(src), str(bare), "--no-check", "--no-tokenizer"])
+        == 0
+    )
     assert not (bare / "preprocessor.json").exists()
     assert (bare / "task.json").exists()
 

@@ -4,9 +4,9 @@ when JAX starts."""
 
 import keras
 import pytest
+from subprocess_report import run_reporting
 
 from keras_mega.models import MegaBackbone
-from subprocess_report import run_reporting
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",

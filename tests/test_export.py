@@ -13,19 +13,30 @@ BACKEND = keras.backend.backend()
 
 def _backbone():
     return MegaBackbone(
-        vocabulary_size=20, num_layers=1, hidden_dim=8, intermediate_dim=8,
-        shared_dim=4, ema_dim=2, chunk_size=4,
+        vocabulary_size=20,
+        num_layers=1,
+        hidden_dim=8,
+        intermediate_dim=8,
+        shared_dim=4,
+        ema_dim=2,
+        chunk_size=4,
     )
 
 
 def _inputs(batch, length, seed):
-    ids = np.random.default_rng(seed).integers(3, 20, (batch, length)).astype("int32")
+    ids = (
+        np.random.default_rng(seed)
+        .integers(3, 20, (batch, length))
+        .astype("int32")
+    )
     mask = np.ones_like(ids)
     mask[0, length - 2 :] = 0
     return {"token_ids": ids, "padding_mask": mask}
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="Keras cannot export dict inputs on torch")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="Keras cannot export dict inputs on torch"
+)
 def test_saved_model_round_trip(tmp_path):
     tf = pytest.importorskip("tensorflow")
     backbone = _backbone()

@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import make_hf_model
 from hf_reference import torch
+from test_mega_tokenizer import tiny_tokenizer
+
 from keras_mega.models import MegaBackbone
 from keras_mega.models import MegaCausalLM
 from keras_mega.models import MegaCausalLMPreprocessor
-from test_mega_tokenizer import tiny_tokenizer
 
 LENGTH = 14
 PROMPT_LENGTHS = [3, 6, 5]
@@ -17,18 +17,32 @@ PROMPT_LENGTHS = [3, 6, 5]
 
 def causal_lm(vocabulary_size=48, **kwargs):
     config = dict(
-        vocabulary_size=vocabulary_size, num_layers=2, hidden_dim=16,
-        intermediate_dim=24, shared_dim=8, ema_dim=4, ffn_dim=20,
-        causal=True, bidirectional=False, dropout=0.0, hidden_dropout=0.0,
-        attention_dropout=0.0, ffn_activation_dropout=0.0,
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        hidden_dim=16,
+        intermediate_dim=24,
+        shared_dim=8,
+        ema_dim=4,
+        ffn_dim=20,
+        causal=True,
+        bidirectional=False,
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        ffn_activation_dropout=0.0,
     )
     return MegaCausalLM(MegaBackbone(**{**config, **kwargs}))
 
 
 def prompts(vocabulary_size=48, lengths=PROMPT_LENGTHS, length=LENGTH):
-    ids = np.random.default_rng(0).integers(3, vocabulary_size, (len(lengths), length))
+    ids = np.random.default_rng(0).integers(
+        3, vocabulary_size, (len(lengths), length)
+    )
     mask = np.arange(length)[None] < np.array(lengths)[:, None]
-    return {"token_ids": np.where(mask, ids, 1).astype("int32"), "padding_mask": mask.astype("int32")}
+    return {
+        "token_ids": np.where(mask, ids, 1).astype("int32"),
+        "padding_mask": mask.astype("int32"),
+    }
 
 
 def greedy_by_full_forwards(logits_fn, ids, lengths, length):
@@ -53,7 +67,12 @@ def _keras_logits(model):
     "kwargs",
     [
         dict(chunk_size=4),
-        dict(chunk_size=4, attention_activation="laplace", relative_position_bias="simple", max_sequence_length=32),
+        dict(
+            chunk_size=4,
+            attention_activation="laplace",
+            relative_position_bias="simple",
+            max_sequence_length=32,
+        ),
         dict(),
     ],
     ids=["chunked", "chunked_laplace_simple", "full"],
@@ -70,7 +89,9 @@ def test_greedy_generate_equals_repeated_full_forwards(kwargs):
 
 
 def test_generate_equals_hf_greedy_continuation(tmp_path):
-    hf = make_hf_model(tmp_path, cls="MegaForCausalLM", is_decoder=True, bidirectional=False)
+    hf = make_hf_model(
+        tmp_path, cls="MegaForCausalLM", is_decoder=True, bidirectional=False
+    )
     model = MegaCausalLM.from_preset(str(tmp_path), preprocessor=None)
     model.compile(sampler="greedy")
     inputs = prompts()
@@ -78,9 +99,13 @@ def test_generate_equals_hf_greedy_continuation(tmp_path):
 
     def hf_logits(x):
         with torch.no_grad():
-            return hf(input_ids=torch.tensor(x).long(), use_cache=False).logits.numpy()
+            return hf(
+                input_ids=torch.tensor(x).long(), use_cache=False
+            ).logits.numpy()
 
-    expected = greedy_by_full_forwards(hf_logits, inputs["token_ids"], PROMPT_LENGTHS, LENGTH)
+    expected = greedy_by_full_forwards(
+        hf_logits, inputs["token_ids"], PROMPT_LENGTHS, LENGTH
+    )
     np.testing.assert_array_equal(np.asarray(out["token_ids"]), expected)
 
 
@@ -99,7 +124,10 @@ def test_cached_logits_equal_full_forward_after_the_prefill_trap():
         token = inputs["token_ids"][:, position : position + 1]
         logits, _, cache = model.call_with_cache(token, cache, position)
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(logits)[:, 0], full[:, position], atol=1e-5, rtol=1e-5
+            keras.ops.convert_to_numpy(logits)[:, 0],
+            full[:, position],
+            atol=1e-5,
+            rtol=1e-5,
         )
 
 
@@ -114,7 +142,9 @@ def test_block_scoring_equals_full_forward():
         logits, _, cache = model.call_with_cache(block, cache, position)
         pieces.append(keras.ops.convert_to_numpy(logits))
         position += size
-    np.testing.assert_allclose(np.concatenate(pieces, 1), full, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate(pieces, 1), full, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_cache_size_does_not_depend_on_generation_length():
@@ -122,7 +152,9 @@ def test_cache_size_does_not_depend_on_generation_length():
     shapes = []
     for length in (16, 64):
         inputs = prompts(length=length)
-        _, cache = model._build_cache(inputs["token_ids"], inputs["padding_mask"])
+        _, cache = model._build_cache(
+            inputs["token_ids"], inputs["padding_mask"]
+        )
         shapes.append([tuple(t.shape) for layer in cache for t in layer])
     assert shapes[0] == shapes[1]
 
@@ -136,7 +168,9 @@ def test_samplers_keep_prompts_and_vocabulary(sampler):
     assert out.shape == (3, LENGTH)
     assert ((out >= 0) & (out < 48)).all()
     for row, n in enumerate(PROMPT_LENGTHS):
-        np.testing.assert_array_equal(out[row, :n], inputs["token_ids"][row, :n])
+        np.testing.assert_array_equal(
+            out[row, :n], inputs["token_ids"][row, :n]
+        )
 
 
 def test_stop_tokens_end_rows():
@@ -161,5 +195,7 @@ def test_generate_from_raw_strings(tmp_path):
     texts = model.generate(["the quick brown", "a cat"], max_length=12)
     assert len(texts) == 2
     assert texts[0].startswith("the quick brown")
-    stripped = model.generate(["the quick brown"], max_length=12, strip_prompt=True)
+    stripped = model.generate(
+        ["the quick brown"], max_length=12, strip_prompt=True
+    )
     assert not stripped[0].startswith("the quick brown")

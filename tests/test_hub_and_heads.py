@@ -15,19 +15,19 @@ import h5py
 import keras
 import numpy as np
 import pytest
-
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
-
-import keras_mega  # registers the HF Mega loader
 from hf_reference import assert_close
 from hf_reference import make_hf_model
 from hf_reference import random_batch
+
+import keras_mega  # registers the HF Mega loader
 from keras_mega.models import MegaBackbone
 from keras_mega.models import MegaMultipleChoice
 from keras_mega.models import MegaQuestionAnswerer
 from keras_mega.models import MegaTextClassifier
 from keras_mega.models import MegaTokenClassifier
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
 
 # The compiles of these tests are most of their time (conftest).
 pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
@@ -102,7 +102,9 @@ def test_equal_num_classes_keeps_the_trained_head(classifier_dir, batch, entry):
 
 def test_other_num_classes_warns_naming_both_counts(classifier_dir, batch):
     path, hf = classifier_dir
-    with pytest.warns(UserWarning, match=r"head for 3 labels, but num_classes=5"):
+    with pytest.warns(
+        UserWarning, match=r"head for 3 labels, but num_classes=5"
+    ):
         task = MegaTextClassifier.from_preset(
             str(path), num_classes=5, preprocessor=None
         )
@@ -142,7 +144,9 @@ def test_token_classifier_label_names_and_equal_count(tmp_path, batch):
     np.testing.assert_array_equal(numpy(reloaded(batch)), numpy(task(batch)))
 
 
-def test_keras_preset_num_classes_keeps_or_warns(classifier_dir, tmp_path, batch):
+def test_keras_preset_num_classes_keeps_or_warns(
+    classifier_dir, tmp_path, batch
+):
     path, _ = classifier_dir
     task = MegaTextClassifier.from_preset(str(path), preprocessor=None)
     preset = str(tmp_path / "preset")
@@ -156,7 +160,9 @@ def test_keras_preset_num_classes_keeps_or_warns(classifier_dir, tmp_path, batch
     assert same.id2label == NAMES
     np.testing.assert_array_equal(numpy(same(batch)), expected)
 
-    with pytest.warns(UserWarning, match=r"head for 3 labels, but num_classes=2"):
+    with pytest.warns(
+        UserWarning, match=r"head for 3 labels, but num_classes=2"
+    ):
         other = MegaTextClassifier.from_preset(preset, num_classes=2)
     assert other.num_classes == 2 and other.id2label is None
     np.testing.assert_array_equal(
@@ -173,7 +179,10 @@ def test_id2label_is_checked(batch):
     config = task.get_config()
     assert config["id2label"] == {"0": "no", "1": "yes"}
     # And it deserializes (JSON keys are strings).
-    assert MegaTextClassifier.from_config(config).id2label == {0: "no", 1: "yes"}
+    assert MegaTextClassifier.from_config(config).id2label == {
+        0: "no",
+        1: "yes",
+    }
 
 
 # --- Metadata, optimizer state ---
@@ -291,7 +300,9 @@ def test_backbone_options_reach_the_backbone_of_a_task(
     MegaTextClassifier.from_preset(str(path), preprocessor=None).save_to_preset(
         str(tmp_path / "preset")
     )
-    task = MegaTextClassifier.from_preset(str(tmp_path / "preset"), chunk_size=4)
+    task = MegaTextClassifier.from_preset(
+        str(tmp_path / "preset"), chunk_size=4
+    )
     assert task.backbone.chunk_size == 4 and task.id2label == NAMES
     assert_close(task(batch), expected)
 

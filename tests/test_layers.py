@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import assert_close
 from hf_reference import make_hf_model
 from hf_reference import torch
+
 from keras_mega import layers
 from keras_mega.convert import hf as convert
 
@@ -14,11 +14,16 @@ B, L, D = 2, 9, 16
 
 
 def _state(module, prefix="m"):
-    return {f"{prefix}.{k}": v.float().numpy() for k, v in module.state_dict().items()}
+    return {
+        f"{prefix}.{k}": v.float().numpy()
+        for k, v in module.state_dict().items()
+    }
 
 
 def _load(weight_map, module, prefix="m"):
-    convert.load_weights(weight_map, _state(module, prefix), owned_prefixes=(prefix,))
+    convert.load_weights(
+        weight_map, _state(module, prefix), owned_prefixes=(prefix,)
+    )
 
 
 def _x(seed=0, shape=(B, L, D)):
@@ -72,7 +77,9 @@ def test_block_ema_matches_hf_across_blocks(bidirectional):
     assert_close(ema(x, padding_mask=mask), _batch_major(expected))
 
 
-@pytest.mark.parametrize("length,block", [(1, 4), (7, 4), (8, 4), (37, 4), (9, 64)])
+@pytest.mark.parametrize(
+    "length,block", [(1, 4), (7, 4), (8, 4), (37, 4), (9, 64)]
+)
 def test_block_ema_equals_fft_and_state(length, block):
     from keras_mega.layers.mega_ema import block_ema
     from keras_mega.layers.mega_ema import fft_convolution
@@ -109,7 +116,9 @@ def test_ema_step_matches_hf_incremental_state():
     x = _x(2)
     with torch.no_grad():
         _, hf_state = module(_time_major(x[:, :5]), use_cache=True)
-        hf_y, _ = module(_time_major(x[:, 5:6]), prev_state=hf_state, use_cache=True)
+        hf_y, _ = module(
+            _time_major(x[:, 5:6]), prev_state=hf_state, use_cache=True
+        )
     _, state = ema.step(x[:, :5])
     assert_close(state, hf_state.numpy())
     y, _ = ema.step(x[:, 5:6], state)
@@ -136,7 +145,9 @@ GATED_CASES = {
         normalize_before_mega=False,
         normalization_type="layernorm",
     ),
-    "relu2_batchnorm": dict(attention_activation="relu2", normalization_type="batchnorm"),
+    "relu2_batchnorm": dict(
+        attention_activation="relu2", normalization_type="batchnorm"
+    ),
 }
 
 
@@ -224,7 +235,9 @@ def test_cross_attention_matches_hf(activation):
 def test_normalized_ffn_matches_hf(prenorm):
     hf = make_hf_model(normalize_before_ffn=prenorm, activation="gelu")
     module = hf.layers[0].nffn
-    layer = layers.NormalizedFFN(D, 20, normalize_before=prenorm, activation="gelu")
+    layer = layers.NormalizedFFN(
+        D, 20, normalize_before=prenorm, activation="gelu"
+    )
     layer.build((None, None, D))
     _load(convert.normalized_ffn_weight_map(layer, "m"), module)
     x = _x(7)
@@ -253,7 +266,9 @@ def test_norms_compute_their_formulas():
 
 @pytest.mark.parametrize("kind", ["simple", "rotary"])
 def test_relative_position_bias_matches_hf(kind):
-    hf = make_hf_model(relative_positional_bias=kind, use_chunking=True, chunk_size=6)
+    hf = make_hf_model(
+        relative_positional_bias=kind, use_chunking=True, chunk_size=6
+    )
     module = hf.layers[0].mega_layer.rel_pos_bias
     if kind == "simple":
         layer = layers.SimpleRelativePositionBias(64, max_offset=6)
@@ -289,13 +304,25 @@ def test_feature_dropout_drops_whole_channels():
 LAYER_FACTORIES = {
     "ema": lambda: layers.MegaEMA(D, ema_dim=4, truncation=5),
     "gated": lambda: layers.MegaGatedAttention(
-        D, 24, shared_dim=8, ema_dim=4, chunk_size=4, causal=True,
-        relative_position_bias="simple", max_sequence_length=32,
-        normalization_type="layernorm", attention_activation="laplace",
+        D,
+        24,
+        shared_dim=8,
+        ema_dim=4,
+        chunk_size=4,
+        causal=True,
+        relative_position_bias="simple",
+        max_sequence_length=32,
+        normalization_type="layernorm",
+        attention_activation="laplace",
     ),
     "ffn": lambda: layers.NormalizedFFN(D, 20, normalization_type="rmsnorm"),
     "block": lambda: layers.MegaBlock(
-        D, 24, shared_dim=8, ema_dim=4, ffn_dim=12, bidirectional=True,
+        D,
+        24,
+        shared_dim=8,
+        ema_dim=4,
+        ffn_dim=12,
+        bidirectional=True,
         normalization_type="batchnorm",
     ),
     "scalenorm": lambda: layers.ScaleNorm(affine=False),
@@ -319,8 +346,9 @@ def test_layer_config_round_trip(name):
 
 
 def test_cross_attention_config_round_trip():
-    layer = layers.MegaCrossAttention(D, shared_dim=8, relative_position_bias="simple",
-                                      max_sequence_length=16)
+    layer = layers.MegaCrossAttention(
+        D, shared_dim=8, relative_position_bias="simple", max_sequence_length=16
+    )
     x, e = _x(11, (B, 4, D)), _x(12, (B, 6, D))
     y = keras.ops.convert_to_numpy(layer(x, e))
     clone = layers.MegaCrossAttention.from_config(layer.get_config())

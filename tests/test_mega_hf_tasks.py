@@ -16,10 +16,12 @@ import pytest
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-import keras_mega  # noqa: E402,F401  (registers the HF Mega loader)
 from hf_reference import assert_close  # noqa: E402
 from hf_reference import make_hf_model  # noqa: E402
 from hf_reference import random_batch  # noqa: E402
+from test_mega_tokenizer import write_tiny_bpe  # noqa: E402
+
+import keras_mega  # noqa: E402,F401  (registers the HF Mega loader)
 from keras_mega.models import MegaCausalLM  # noqa: E402
 from keras_mega.models import MegaMaskedLM  # noqa: E402
 from keras_mega.models import MegaMultipleChoice  # noqa: E402
@@ -27,7 +29,6 @@ from keras_mega.models import MegaQuestionAnswerer  # noqa: E402
 from keras_mega.models import MegaTextClassifier  # noqa: E402
 from keras_mega.models import MegaTextClassifierPreprocessor  # noqa: E402
 from keras_mega.models import MegaTokenClassifier  # noqa: E402
-from test_mega_tokenizer import write_tiny_bpe  # noqa: E402
 
 # The compiles of these tests are most of their time (conftest).
 pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
@@ -141,9 +142,7 @@ def test_multiple_choice_matches_hf(tmp_path, batch):
 
 def test_question_answerer_matches_hf(tmp_path, batch):
     ids, mask = batch
-    hf, task = load(
-        tmp_path, "MegaForQuestionAnswering", MegaQuestionAnswerer
-    )
+    hf, task = load(tmp_path, "MegaForQuestionAnswering", MegaQuestionAnswerer)
     out = task({"token_ids": ids, "padding_mask": mask})
     expected = hf_forward(hf, ids, mask)
     assert_close(out["start_logits"], expected.start_logits, mask=mask)

@@ -4,8 +4,8 @@ compiled training."""
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import assert_close
+
 from keras_mega.models import MegaBackbone
 
 POLICIES = ["mixed_bfloat16", "mixed_float16"]
@@ -50,7 +50,9 @@ def test_long_sequence_forward_stays_finite(policy):
     out = _numpy(backbone(_inputs(16384)))
     assert np.isfinite(out).all()
     ema = backbone.mega_layers[0].mega_layer.ema_gate
-    assert keras.backend.standardize_dtype(ema.damping_factor.dtype) == "float32"
+    assert (
+        keras.backend.standardize_dtype(ema.damping_factor.dtype) == "float32"
+    )
     assert keras.backend.standardize_dtype(ema.kernel(8).dtype) == "float32"
 
 

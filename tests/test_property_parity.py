@@ -8,15 +8,15 @@ test_backbone_hf_parity.py as a regular case.
 import keras
 import numpy as np
 import pytest
+from hf_reference import assert_close
+from hf_reference import hf_hidden
+from hf_reference import make_hf_model
+from hf_reference import torch
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hf_reference import assert_close
-from hf_reference import hf_hidden
-from hf_reference import make_hf_model
-from hf_reference import torch
 from keras_mega.models import MegaBackbone
 
 
@@ -34,7 +34,9 @@ def mega_configs(draw):
     decoder = draw(st.booleans())
     chunking = draw(st.booleans())
     cross = decoder and draw(st.booleans())
-    norm = draw(st.sampled_from(["scalenorm", "layernorm", "rmsnorm", "batchnorm"]))
+    norm = draw(
+        st.sampled_from(["scalenorm", "layernorm", "rmsnorm", "batchnorm"])
+    )
     config = dict(
         hidden_size=draw(st.sampled_from([8, 16])),
         intermediate_size=draw(st.sampled_from([8, 12])),
@@ -47,7 +49,9 @@ def mega_configs(draw):
         use_chunking=chunking,
         chunk_size=draw(st.integers(2, 5)) if chunking else -1,
         truncation=draw(st.one_of(st.none(), st.integers(1, 8))),
-        attention_activation=draw(st.sampled_from(["softmax", "laplace", "relu2"])),
+        attention_activation=draw(
+            st.sampled_from(["softmax", "laplace", "relu2"])
+        ),
         relative_positional_bias=draw(st.sampled_from(["rotary", "simple"])),
         normalization_type=norm,
         # HF cannot even build layernorm without affine weights.
@@ -76,7 +80,9 @@ def _check_parity(case, tmp_path):
     rng = np.random.default_rng(seed)
     batch = len(lengths)
     ids = rng.integers(3, 48, (batch, length)).astype("int32")
-    mask = (np.arange(length)[None] < np.array(lengths)[:, None]).astype("int32")
+    mask = (np.arange(length)[None] < np.array(lengths)[:, None]).astype(
+        "int32"
+    )
     ids[mask == 0] = 1
     inputs = {"token_ids": ids, "padding_mask": mask}
     kwargs = {}
@@ -142,9 +148,13 @@ def decoder_configs(draw):
         causal=True,
         bidirectional=False,
         chunk_size=chunk,
-        attention_activation=draw(st.sampled_from(["softmax", "laplace", "relu2"])),
+        attention_activation=draw(
+            st.sampled_from(["softmax", "laplace", "relu2"])
+        ),
         relative_position_bias=draw(st.sampled_from(["rotary", "simple"])),
-        normalization_type=draw(st.sampled_from(["scalenorm", "layernorm", "rmsnorm"])),
+        normalization_type=draw(
+            st.sampled_from(["scalenorm", "layernorm", "rmsnorm"])
+        ),
         normalize_before_attention=draw(st.booleans()),
         use_normalized_ffn=draw(st.booleans()),
         max_sequence_length=32,
@@ -168,7 +178,9 @@ def _check_recurrence(case):
     config, length, prompt, blocks, seed = case
     keras.utils.set_random_seed(seed)
     backbone = MegaBackbone(**config)
-    ids = np.random.default_rng(seed).integers(3, 32, (2, length)).astype("int32")
+    ids = (
+        np.random.default_rng(seed).integers(3, 32, (2, length)).astype("int32")
+    )
     inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     expected = keras.ops.convert_to_numpy(backbone(inputs))
     _, cache = backbone.prefill(inputs, prompt, max_length=length)

@@ -5,10 +5,10 @@ gradients are HF's (forward parity alone would not show it)."""
 import keras
 import numpy as np
 import pytest
-
 from hf_reference import make_hf_model
 from hf_reference import random_batch
 from hf_reference import torch
+
 from keras_mega.convert.hf import backbone_weight_map
 from keras_mega.models import MegaBackbone
 
@@ -18,11 +18,15 @@ LEARNING_RATE = 0.01
 CASES = {
     "bidirectional_rotary": {},
     "chunked_decoder_layernorm": dict(
-        use_chunking=True, chunk_size=4, is_decoder=True,
-        bidirectional=False, normalization_type="layernorm",
+        use_chunking=True,
+        chunk_size=4,
+        is_decoder=True,
+        bidirectional=False,
+        normalization_type="layernorm",
     ),
     "simple_bias_laplace_postnorm": dict(
-        relative_positional_bias="simple", attention_activation="laplace",
+        relative_positional_bias="simple",
+        attention_activation="laplace",
         normalize_before_mega=False,
     ),
 }
@@ -53,12 +57,16 @@ def test_sgd_steps_match_hf(name, tmp_path):
     backbone = MegaBackbone.from_preset(str(tmp_path))
     ids, mask = random_batch(2, 8)  # no padding: the loss averages every token
     rng = np.random.default_rng(1)
-    projection = 0.25 * rng.normal(size=(backbone.hidden_dim, 1)).astype("float32")
+    projection = 0.25 * rng.normal(size=(backbone.hidden_dim, 1)).astype(
+        "float32"
+    )
     targets = rng.normal(size=(2, 8, 1)).astype("float32")
 
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask"),
+        "padding_mask": keras.Input(
+            (None,), dtype="int32", name="padding_mask"
+        ),
     }
     head = keras.layers.Dense(1, use_bias=False, trainable=False)
     model = keras.Model(inputs, head(backbone(inputs)))
@@ -69,7 +77,11 @@ def test_sgd_steps_match_hf(name, tmp_path):
         jit_compile=keras.backend.backend() != "torch",
     )
     losses = [
-        float(model.train_on_batch({"token_ids": ids, "padding_mask": mask}, targets))
+        float(
+            model.train_on_batch(
+                {"token_ids": ids, "padding_mask": mask}, targets
+            )
+        )
         for _ in range(STEPS)
     ]
     expected = _hf_losses(hf, ids, mask, projection, targets)
@@ -81,6 +93,9 @@ def test_sgd_steps_match_hf(name, tmp_path):
     for key, (variable, transform) in backbone_weight_map(backbone).items():
         theirs = transform(hf_state[key]) if transform else hf_state[key]
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(variable), theirs, atol=2e-5, rtol=1e-4,
+            keras.ops.convert_to_numpy(variable),
+            theirs,
+            atol=2e-5,
+            rtol=1e-4,
             err_msg=key,
         )

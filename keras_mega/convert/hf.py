@@ -320,7 +320,9 @@ def normalized_ffn_weight_map(layer, prefix):
 
 def block_weight_map(block, prefix):
     """HF `MegaBlock` -> `MegaBlock`."""
-    weights = gated_attention_weight_map(block.mega_layer, f"{prefix}.mega_layer")
+    weights = gated_attention_weight_map(
+        block.mega_layer, f"{prefix}.mega_layer"
+    )
     if block.cross_attn is not None:
         weights.update(
             cross_attention_weight_map(block.cross_attn, f"{prefix}.cross_attn")

@@ -408,4 +408,3 @@ def _tied_copies(task):
     if head is not None and head.token_embedding is not None:
         return ("mlm_head.weight", "lm_head.weight")
     return ()
-

@@ -84,27 +84,29 @@ def flat_matmul(x, kernel):
 KERAS_ARGUMENTS = ("name", "trainable", "dtype")
 
 
-def check_kwargs(cls, kwargs):
+def check_kwargs(cls, kwargs, allowed=KERAS_ARGUMENTS, hint=""):
     """Raises a `TypeError` for a constructor argument `cls` does not know.
 
     Keras models accept and drop unknown keyword arguments silently, so a
     typo (`hiden_dim=`) would build the defaults. Keras' own arguments
-    (`name`, `trainable`, `dtype`) pass.
+    (`allowed`: `name`, `trainable`, `dtype`) pass. The error names the
+    closest known argument, then `hint`.
     """
-    unknown = [key for key in kwargs if key not in KERAS_ARGUMENTS]
+    unknown = [key for key in kwargs if key not in allowed]
     if not unknown:
         return
     known = [
         name
         for name in inspect.signature(cls.__init__).parameters
-        if name not in ("self", "kwargs")
-    ] + list(KERAS_ARGUMENTS)
+        if name not in ("self", "args", "kwargs")
+    ]
+    known += [name for name in KERAS_ARGUMENTS if name not in known]
     messages = []
     for key in unknown:
         close = difflib.get_close_matches(key, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        messages.append(f"{key!r}.{hint}")
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        messages.append(f"{key!r}{suggestion}")
     raise TypeError(
-        f"{cls.__name__} got unknown argument(s): {' '.join(messages)} "
-        f"Known arguments: {', '.join(known)}."
+        f"{cls.__name__} got unknown argument(s): {', '.join(messages)}. "
+        f"Known arguments: {', '.join(known)}. {hint}".rstrip()
     )

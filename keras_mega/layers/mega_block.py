@@ -215,7 +215,12 @@ class MegaBlock(keras.layers.Layer):
             )
 
     def _after_attention(
-        self, x, encoder_sequence_output, encoder_padding_mask, position, training
+        self,
+        x,
+        encoder_sequence_output,
+        encoder_padding_mask,
+        position,
+        training,
     ):
         if self.cross_attn is not None:
             self._check_encoder(encoder_sequence_output)
@@ -240,7 +245,9 @@ class MegaBlock(keras.layers.Layer):
         encoder_padding_mask=None,
     ):
         """The full forward and the cache, see `MegaGatedAttention.prefill`."""
-        x, cache = self.mega_layer.prefill(x, padding_mask, position, max_length)
+        x, cache = self.mega_layer.prefill(
+            x, padding_mask, position, max_length
+        )
         x = self._after_attention(
             x, encoder_sequence_output, encoder_padding_mask, 0, False
         )

@@ -115,7 +115,11 @@ class MegaCrossAttention(MegaAttentionSublayer):
         return out
 
     def compute_output_spec(
-        self, x, encoder_sequence_output, return_attention_scores=False, **kwargs
+        self,
+        x,
+        encoder_sequence_output,
+        return_attention_scores=False,
+        **kwargs,
     ):
         output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
         if not return_attention_scores:

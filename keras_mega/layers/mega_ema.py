@@ -104,7 +104,9 @@ def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK):
     decay = powers[..., -1][:, None, None, :]  # q**block, [K, 1, 1, N]
     shift = 1
     while shift < blocks:
-        earlier = ops.pad(state[:, :, :-shift], [[0, 0], [0, 0], [shift, 0], [0, 0]])
+        earlier = ops.pad(
+            state[:, :, :-shift], [[0, 0], [0, 0], [shift, 0], [0, 0]]
+        )
         state = state + decay * earlier
         decay = decay * decay
         shift *= 2

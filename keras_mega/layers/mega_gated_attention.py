@@ -307,7 +307,9 @@ class MegaGatedAttention(MegaAttentionSublayer):
             key_mask=key_mask,
             training=training,
         )
-        attended = ops.reshape(attended, (batch_size, -1, self.intermediate_dim))
+        attended = ops.reshape(
+            attended, (batch_size, -1, self.intermediate_dim)
+        )
         return attended[:, :length], weights
 
     def _project(self, x, padding_mask, training):
@@ -426,7 +428,9 @@ class MegaGatedAttention(MegaAttentionSublayer):
         window = self.cache_window(max_length)
         return (
             self.ema_gate.initial_state(batch_size),
-            ops.zeros((batch_size, window, self.shared_dim), self.compute_dtype),
+            ops.zeros(
+                (batch_size, window, self.shared_dim), self.compute_dtype
+            ),
             ops.zeros(
                 (batch_size, window, self.intermediate_dim), self.compute_dtype
             ),
@@ -464,9 +468,13 @@ class MegaGatedAttention(MegaAttentionSublayer):
         valid = ops.concatenate(
             [window_pos < position, ops.ones((block,), "bool")]
         )
-        allowed = ops.logical_and(valid[None, :], key_pos[None, :] <= query_pos[:, None])
+        allowed = ops.logical_and(
+            valid[None, :], key_pos[None, :] <= query_pos[:, None]
+        )
         if self.chunk_size:
-            same_chunk = key_pos[None, :] // chunk == query_pos[:, None] // chunk
+            same_chunk = (
+                key_pos[None, :] // chunk == query_pos[:, None] // chunk
+            )
             allowed = ops.logical_and(allowed, same_chunk)
         keys = ops.concatenate([key_window, ops.cast(key, key_window.dtype)], 1)
         values = ops.concatenate(
@@ -502,7 +510,9 @@ class MegaGatedAttention(MegaAttentionSublayer):
         batch_size, length = x.shape[0], x.shape[1]
         chunk = self.chunk_size or length
         chunks = None if self.chunk_size else 1
-        weights = keras.KerasTensor((batch_size, chunks, chunk, chunk), "float32")
+        weights = keras.KerasTensor(
+            (batch_size, chunks, chunk, chunk), "float32"
+        )
         return output, weights
 
     def get_config(self):

@@ -9,9 +9,7 @@ from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.functional import get_activation
 from keras_mega.layers.normalization import make_normalization
-from keras_mega.layers.relative_position_bias import (
-    make_relative_position_bias,
-)
+from keras_mega.layers.relative_position_bias import make_relative_position_bias
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")

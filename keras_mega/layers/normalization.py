@@ -40,7 +40,9 @@ class _MeanSquareNorm(keras.layers.Layer):
         self.built = True
 
     def scale(self):
-        return getattr(self, self.scale_weight(None)[0]) if self.affine else None
+        return (
+            getattr(self, self.scale_weight(None)[0]) if self.affine else None
+        )
 
     def call(self, x):
         x32 = ops.cast(x, "float32")

@@ -145,7 +145,9 @@ class RotaryRelativePositionBias(keras.layers.Layer):
         # A new initializer per weight: one instance would give alpha and
         # b_param the same values (HF draws them apart).
         def init():
-            return keras.initializers.RandomNormal(stddev=self.initializer_range)
+            return keras.initializers.RandomNormal(
+                stddev=self.initializer_range
+            )
 
         self.alpha = self.add_weight(
             name="alpha", shape=(1, self.dim), initializer=init()

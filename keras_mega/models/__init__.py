@@ -1,5 +1,6 @@
 """Mega backbone, tokenizer, preprocessors and task models."""
 
+from keras_mega.convert.keras_hub_compat import register_presets as _register
 from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm import MegaCausalLM
 from keras_mega.models.mega_causal_lm_preprocessor import (
@@ -14,6 +15,7 @@ from keras_mega.models.mega_multiple_choice import MegaMultipleChoice
 from keras_mega.models.mega_multiple_choice_preprocessor import (
     MegaMultipleChoicePreprocessor,
 )
+from keras_mega.models.mega_presets import backbone_presets as _presets
 from keras_mega.models.mega_question_answerer import MegaQuestionAnswerer
 from keras_mega.models.mega_question_answerer_preprocessor import (
     MegaQuestionAnswererPreprocessor,
@@ -27,8 +29,5 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
     MegaTokenClassifierPreprocessor,
 )
 from keras_mega.models.mega_tokenizer import MegaTokenizer
-
-from keras_mega.convert.keras_hub_compat import register_presets as _register
-from keras_mega.models.mega_presets import backbone_presets as _presets
 
 _register(_presets, MegaBackbone)

@@ -589,7 +589,9 @@ class MegaBackbone(MegaModelMixin, Backbone):
         model, data = model_parallel_dim_name, data_parallel_dim_name
         layout_map = keras.distribution.LayoutMap(device_mesh)
         layout_map["token_embedding/embeddings"] = (model, data)
-        layout_map["mega_layer_.*/(v_proj|mx_proj|fc1|q_proj|k_proj)/kernel"] = (
+        layout_map[
+            "mega_layer_.*/(v_proj|mx_proj|fc1|q_proj|k_proj)/kernel"
+        ] = (
             data,
             model,
         )

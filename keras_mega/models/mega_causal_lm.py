@@ -5,7 +5,6 @@ from keras import ops
 from keras_hub.models import CausalLM
 
 from keras_mega.convert.keras_hub_compat import any_equal
-
 from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm_preprocessor import (
     MegaCausalLMPreprocessor,
@@ -144,8 +143,14 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
             position = index - 1
             batch_size = ops.shape(prompt)[0]
             prompt = ops.slice(prompt, [0, position], [batch_size, 1])
-            logits, hidden, cache = self.call_with_cache(prompt, cache, position)
-            return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), cache
+            logits, hidden, cache = self.call_with_cache(
+                prompt, cache, position
+            )
+            return (
+                ops.squeeze(logits, axis=1),
+                ops.squeeze(hidden, axis=1),
+                cache,
+            )
 
         token_ids = self.sampler(
             next=next,
@@ -159,7 +164,9 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
         )
         if stop_token_ids is not None:
             # Everything after the first stop token of a row is padding.
-            end = any_equal(token_ids, stop_token_ids, ops.logical_not(padding_mask))
+            end = any_equal(
+                token_ids, stop_token_ids, ops.logical_not(padding_mask)
+            )
             end = ops.cast(end, "int32")
             after = ops.cumsum(end, axis=-1) - end
             padding_mask = ops.logical_not(ops.cast(after, "bool"))

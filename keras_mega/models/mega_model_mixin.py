@@ -49,7 +49,9 @@ def export_shape(name, shape, sequence_length):
         if size is not None:
             symbols.append(str(size))
         else:
-            symbols.append(f"d{axis}" if name in SEQUENCE_INPUTS else f"{name}{axis}")
+            symbols.append(
+                f"d{axis}" if name in SEQUENCE_INPUTS else f"{name}{axis}"
+            )
     return tuple(dims), symbols
 
 
@@ -100,7 +102,9 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         self._check_inputs(x)
         return super().predict(x, *args, **kwargs)
 
-    def export(self, filepath, format="tf_saved_model", sequence_length=None, **kwargs):
+    def export(
+        self, filepath, format="tf_saved_model", sequence_length=None, **kwargs
+    ):
         """Exports for serving (`keras.Model.export`), e.g. a TF SavedModel
         whose `serve` signature takes the model's input dict.
 
@@ -138,8 +142,12 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
                 )
             signature, shapes = {}, {}
             for name, tensor in self.input.items():
-                shape, symbols = export_shape(name, tensor.shape, sequence_length)
-                signature[name] = keras.InputSpec(shape=shape, dtype=tensor.dtype)
+                shape, symbols = export_shape(
+                    name, tensor.shape, sequence_length
+                )
+                signature[name] = keras.InputSpec(
+                    shape=shape, dtype=tensor.dtype
+                )
                 shapes[name] = "(" + ", ".join(symbols) + ")"
             kwargs["input_signature"] = [signature]
             kwargs.setdefault("jax2tf_kwargs", {"polymorphic_shapes": [shapes]})

@@ -81,8 +81,7 @@ class MegaMultipleChoice(MegaTaskMixin, Task):
     def __init__(self, backbone, preprocessor=None, dropout=0.1, **kwargs):
         if getattr(backbone, "cross_attention", False):
             raise ValueError(
-                "MegaMultipleChoice does not support cross-attention "
-                "backbones."
+                "MegaMultipleChoice does not support cross-attention backbones."
             )
         check_vocabulary(backbone, preprocessor)
         # === Layers ===

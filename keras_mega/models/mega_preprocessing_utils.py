@@ -135,9 +135,7 @@ def pack_pair(first, second, sequence_length, tokenizer, truncate):
             "sequence_length must be at least 4 for segment pairs, got "
             f"{sequence_length}."
         )
-    n_first, n_second = truncate_pair(
-        len(first), len(second), budget, truncate
-    )
+    n_first, n_second = truncate_pair(len(first), len(second), budget, truncate)
     start, end = tokenizer.start_token_id, tokenizer.end_token_id
     ids = [start, *first[:n_first], end, end, *second[:n_second], end]
     ids += [tokenizer.pad_token_id] * (sequence_length - len(ids))

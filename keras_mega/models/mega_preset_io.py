@@ -85,8 +85,6 @@ def check_preset_format(preset_dir):
         )
 
 
-
-
 # Keras warns on loading weights saved with a built optimizer into a model
 # whose optimizer is not built yet. `from_preset` never restores optimizer
 # state (a loaded task is compiled afresh), so the warning says nothing.

@@ -169,7 +169,11 @@ def download_hf(preset, handle, usage):
             "'hf://owner/name', e.g. 'hf://mnaylor/mega-base-wikitext'."
         ) from None
     except errors.LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "no network"
+        why = (
+            "HF_HUB_OFFLINE is set"
+            if constants.HF_HUB_OFFLINE
+            else "no network"
+        )
         raise ConnectionError(
             f"Cannot load {preset!r}: {handle} is not in the Hugging Face "
             f"cache ({constants.HF_HUB_CACHE}) and huggingface.co is not "

@@ -156,7 +156,7 @@ class MegaQuestionAnswererPreprocessor(MegaPairPreprocessor):
             The substring of `context` those tokens cover (without leading
             whitespace), or `""` if the span lies outside the context.
         """
-        (_, first, n_context, offsets), = self._pack([question], [context])
+        ((_, first, n_context, offsets),) = self._pack([question], [context])
         start, end = int(start) - first, int(end) - first
         if start < 0 or end >= n_context or start > end:
             return ""

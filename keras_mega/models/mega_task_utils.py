@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_mega.backend import is_concrete
+from keras_mega.layers.functional import check_kwargs
 from keras_mega.models.mega_lm_head import MegaLMHead
 from keras_mega.models.mega_model_mixin import MegaModelMixin
 
@@ -286,19 +287,13 @@ def check_task_kwargs(task, kwargs):
     around an existing backbone) would vanish without a word.
     """
     cls = type(task)
-    unknown = sorted(set(kwargs) - set(MODEL_KWARGS))
-    if unknown:
-        params = [
-            name
-            for name in inspect.signature(cls.__init__).parameters
-            if name not in ("self", "args", "kwargs")
-        ]
-        raise TypeError(
-            f"{cls.__name__} got unknown argument(s): "
-            f"{', '.join(map(repr, unknown))}. Its arguments: "
-            f"{', '.join(params)}, name. Backbone options (e.g. chunk_size, "
-            "dtype) go to MegaBackbone, or to from_preset() when loading."
-        )
+    check_kwargs(
+        cls,
+        kwargs,
+        allowed=MODEL_KWARGS,
+        hint="Backbone options (e.g. chunk_size, dtype) go to MegaBackbone, "
+        "or to from_preset() when loading.",
+    )
     dtype = kwargs.get("dtype")
     backbone = getattr(task, "backbone", None)
     if dtype is not None and backbone is not None:

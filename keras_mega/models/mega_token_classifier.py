@@ -130,8 +130,7 @@ class MegaTokenClassifier(MegaLabelNamesMixin, MegaTaskMixin, Task):
         check_label_range(
             values,
             self.num_classes,
-            f"the token classifier has num_classes={self.num_classes} "
-            "classes",
+            f"the token classifier has num_classes={self.num_classes} classes",
             allowed=allowed,
             hint=hint,
         )

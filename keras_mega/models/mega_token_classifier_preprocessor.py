@@ -187,4 +187,3 @@ class MegaTokenClassifierPreprocessor(MegaPythonPreprocessor):
             }
         )
         return config
-

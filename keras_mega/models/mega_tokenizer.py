@@ -135,8 +135,10 @@ class MegaTokenizer(MegaPresetMixin, BytePairTokenizer):
         rank = inputs.shape.rank
         if rank is None:
             raise ValueError("`MegaTokenizer` inputs need a known rank.")
-        out_dtype = tf.string if self.compute_dtype == "string" else (
-            tf.as_dtype(self.compute_dtype)
+        out_dtype = (
+            tf.string
+            if self.compute_dtype == "string"
+            else (tf.as_dtype(self.compute_dtype))
         )
         values, lengths = tf.py_function(
             self._encode_flat, [tf.reshape(inputs, [-1])], [out_dtype, tf.int64]
