@@ -23,10 +23,16 @@ def make_checkpoint(path):
 
     torch.manual_seed(0)
     config = transformers.MegaConfig(
-        vocab_size=120, hidden_size=32, num_hidden_layers=2,
-        intermediate_size=64, nffn_hidden_size=64,
-        shared_representation_size=16, ema_projection_size=8,
-        use_chunking=True, chunk_size=16, relative_positional_bias="simple",
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        nffn_hidden_size=64,
+        shared_representation_size=16,
+        ema_projection_size=8,
+        use_chunking=True,
+        chunk_size=16,
+        relative_positional_bias="simple",
     )
     transformers.MegaForMaskedLM(config).save_pretrained(path)
     return path

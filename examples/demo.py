@@ -37,7 +37,10 @@ def make_data(count, length, seed):
     labels = rng.integers(0, CLASSES, count)
     where = rng.integers(length // 2, length, count)
     ids[np.arange(count), where] = FIRST_CLASS_ID + labels
-    inputs = {"token_ids": ids.astype("int32"), "padding_mask": np.ones_like(ids, "int32")}
+    inputs = {
+        "token_ids": ids.astype("int32"),
+        "padding_mask": np.ones_like(ids, "int32"),
+    }
     return inputs, labels
 
 
@@ -45,10 +48,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a shorter run")
     parser.add_argument(
-        "--smoke", action="store_true", help="seconds: checks it runs, not that it learns"
+        "--smoke",
+        action="store_true",
+        help="seconds: checks it runs, not that it learns",
     )
-    parser.add_argument("--out", help="where to save the preset (default: a temp dir)")
-    parser.add_argument("--seed", type=int, default=0, help="initialization seed")
+    parser.add_argument(
+        "--out", help="where to save the preset (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="initialization seed"
+    )
     args = parser.parse_args(argv)
     # Measured on 2 CPU cores (JAX), before the initialization fix
     # (independent draws per weight): 100% after 5 epochs (~2 min). Since the
@@ -65,19 +74,30 @@ def main(argv=None):
     x_train, y_train = make_data(train_size, length, seed=0)
     x_val, y_val = make_data(256, length, seed=1)
     backbone = keras_mega.models.MegaBackbone(
-        vocabulary_size=VOCABULARY, num_layers=2, hidden_dim=64,
-        intermediate_dim=128, shared_dim=32, ema_dim=16, chunk_size=32,
-        bidirectional=True, ema_init="timescales", ema_max_timescale=2 * length,
+        vocabulary_size=VOCABULARY,
+        num_layers=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        shared_dim=32,
+        ema_dim=16,
+        chunk_size=32,
+        bidirectional=True,
+        ema_init="timescales",
+        ema_max_timescale=2 * length,
         # HF's init (0.02) makes the classification head (dense + tanh +
         # projection) start very slowly from scratch; 0.1 trains in minutes.
         initializer_range=0.1,
-        dropout=0.0, hidden_dropout=0.0, attention_dropout=0.0,
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
         ffn_activation_dropout=0.0,
     )
     classifier = keras_mega.models.MegaTextClassifier(
         backbone, num_classes=CLASSES, preprocessor=None, dropout=0.0
     )
-    classifier.compile(optimizer=keras.optimizers.AdamW(3e-3, weight_decay=0.01))
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(3e-3, weight_decay=0.01)
+    )
     print(
         f"keras-mega {keras_mega.__version__} on {keras.backend.backend()}: "
         f"{classifier.count_params():,} parameters, sequences of {length} "
@@ -86,12 +106,17 @@ def main(argv=None):
     )
     start = time.time()
     classifier.fit(
-        x_train, y_train, batch_size=32, epochs=epochs,
+        x_train,
+        y_train,
+        batch_size=32,
+        epochs=epochs,
         validation_data=(x_val, y_val),
     )
     logits = classifier.predict(x_val, batch_size=64, verbose=0)
     accuracy = float((logits.argmax(-1) == y_val).mean())
-    print(f"validation accuracy {accuracy:.1%} after {time.time() - start:.0f} s")
+    print(
+        f"validation accuracy {accuracy:.1%} after {time.time() - start:.0f} s"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         preset = args.out or os.path.join(tmp, "mega_demo_classifier")
@@ -104,7 +129,11 @@ def main(argv=None):
     agrees = difference == 0.0
     print(
         f"saved to {preset!r} and reloaded: "
-        + ("the reloaded model agrees exactly" if agrees else f"max difference {difference:.2e}")
+        + (
+            "the reloaded model agrees exactly"
+            if agrees
+            else f"max difference {difference:.2e}"
+        )
     )
     return 0 if agrees else 1
 

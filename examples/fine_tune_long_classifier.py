@@ -170,10 +170,7 @@ def main(argv=None):
     )
     tokens = args.num_train * args.epochs * args.seq_len
     print(f"training: {seconds:.1f} s, {tokens / seconds:,.0f} tokens/s")
-    print(
-        f"test accuracy: {accuracy:.3f} "
-        f"(chance {1 / args.num_classes:.3f})"
-    )
+    print(f"test accuracy: {accuracy:.3f} (chance {1 / args.num_classes:.3f})")
     return accuracy
 
 

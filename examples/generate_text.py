@@ -34,7 +34,10 @@ def small_model(directory, steps):
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        TEXT, vocab_size=600, min_frequency=1, show_progress=False,
+        TEXT,
+        vocab_size=600,
+        min_frequency=1,
+        show_progress=False,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
     )
     bpe.save_model(directory)
@@ -43,10 +46,19 @@ def small_model(directory, steps):
         merges=os.path.join(directory, "merges.txt"),
     )
     backbone = keras_mega.models.MegaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
-        hidden_dim=64, intermediate_dim=128, shared_dim=32, ema_dim=8,
-        chunk_size=8, causal=True, bidirectional=False, dropout=0.0,
-        hidden_dropout=0.0, attention_dropout=0.0, ffn_activation_dropout=0.0,
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        shared_dim=32,
+        ema_dim=8,
+        chunk_size=8,
+        causal=True,
+        bidirectional=False,
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        ffn_activation_dropout=0.0,
     )
     preprocessor = keras_mega.models.MegaCausalLMPreprocessor(
         tokenizer, sequence_length=24

@@ -33,13 +33,21 @@ def main(argv=None):
         backbone = keras_mega.models.MegaBackbone.from_preset(args.preset)
     else:
         backbone = keras_mega.models.MegaBackbone(
-            vocabulary_size=100, num_layers=2, hidden_dim=32,
-            intermediate_dim=64, shared_dim=16, ema_dim=8, chunk_size=16,
-            causal=True, bidirectional=False,
+            vocabulary_size=100,
+            num_layers=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+            shared_dim=16,
+            ema_dim=8,
+            chunk_size=16,
+            causal=True,
+            bidirectional=False,
         )
-    ids = np.random.default_rng(0).integers(
-        3, backbone.vocabulary_size, (1, args.length)
-    ).astype("int32")
+    ids = (
+        np.random.default_rng(0)
+        .integers(3, backbone.vocabulary_size, (1, args.length))
+        .astype("int32")
+    )
     features = backbone.feature_extractor(output_attentions=True)
     out = features({"token_ids": ids, "padding_mask": np.ones_like(ids)})
     maps = [keras.ops.convert_to_numpy(a)[0] for a in out["attentions"]]

@@ -43,12 +43,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.preset:
-        models = {"model": keras_mega.models.MegaBackbone.from_preset(args.preset)}
+        models = {
+            "model": keras_mega.models.MegaBackbone.from_preset(args.preset)
+        }
     else:
         config = dict(
-            vocabulary_size=100, num_layers=2, hidden_dim=32,
-            intermediate_dim=64, shared_dim=16, ema_dim=16,
-            causal=True, bidirectional=False,
+            vocabulary_size=100,
+            num_layers=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+            shared_dim=16,
+            ema_dim=16,
+            causal=True,
+            bidirectional=False,
         )
         models = {
             init: keras_mega.models.MegaBackbone(ema_init=init, **config)
@@ -59,11 +66,17 @@ def main(argv=None):
     for name, backbone in models.items():
         for i, ema in enumerate(ema_layers(backbone)):
             kernel, timescales = describe(ema, args.length)
-            axes[i, 0].plot(np.abs(kernel[:4]).T, alpha=0.8, label=[f"{name} ch{c}" for c in range(4)])
+            axes[i, 0].plot(
+                np.abs(kernel[:4]).T,
+                alpha=0.8,
+                label=[f"{name} ch{c}" for c in range(4)],
+            )
             axes[i, 0].set_yscale("log")
             axes[i, 0].set_title(f"layer {i}: |kernel| of 4 channels")
             axes[i, 0].set_xlabel("lag (tokens)")
-            axes[i, 1].hist(np.log10(timescales), bins=40, alpha=0.6, label=name)
+            axes[i, 1].hist(
+                np.log10(timescales), bins=40, alpha=0.6, label=name
+            )
             axes[i, 1].set_title(f"layer {i}: EMA timescales")
             axes[i, 1].set_xlabel("log10 timescale (tokens)")
     axes[0, 1].legend()

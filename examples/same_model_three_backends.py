@@ -30,7 +30,9 @@ def run_one(preset, out_file):
     backbone = keras_mega.models.MegaBackbone.from_preset(preset)
     mask = np.ones_like(INPUT)
     mask[1, 30:] = 0
-    out = backbone.predict({"token_ids": INPUT, "padding_mask": mask}, verbose=0)
+    out = backbone.predict(
+        {"token_ids": INPUT, "padding_mask": mask}, verbose=0
+    )
     np.save(out_file, out)
     print(
         f"{keras.backend.backend():>10}: output {out.shape}, "
@@ -51,22 +53,36 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         preset = os.path.join(tmp, "preset")
         keras_mega.models.MegaBackbone(
-            vocabulary_size=200, num_layers=2, hidden_dim=32,
-            intermediate_dim=64, shared_dim=16, ema_dim=8, chunk_size=16,
+            vocabulary_size=200,
+            num_layers=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+            shared_dim=16,
+            ema_dim=8,
+            chunk_size=16,
             dropout=0.0,
         ).save_to_preset(preset)
         outputs = {}
         for backend in args.backends.split(","):
             out_file = os.path.join(tmp, f"{backend}.npy")
-            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            env = {
+                **os.environ,
+                "KERAS_BACKEND": backend,
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+            }
             subprocess.run(
                 [sys.executable, __file__, "--worker", preset, out_file],
-                env=env, check=True,
+                env=env,
+                check=True,
             )
             outputs[backend] = np.load(out_file)
     names = list(outputs)
     worst = max(
-        (float(np.abs(outputs[a] - outputs[b]).max()) for a in names for b in names),
+        (
+            float(np.abs(outputs[a] - outputs[b]).max())
+            for a in names
+            for b in names
+        ),
         default=0.0,
     )
     print(json.dumps({"backends": names, "max_difference": worst}))

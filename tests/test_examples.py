@@ -15,7 +15,10 @@ def run_example(name, *args, timeout=300):
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", name), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
@@ -50,7 +53,11 @@ def test_same_model_on_three_backends():
 def test_generate_text_example():
     pytest.importorskip("tokenizers")
     stdout = run_example("generate_text.py", "--steps", "25")
-    greedy = [line for line in stdout.splitlines() if line.strip().startswith("greedy:")]
+    greedy = [
+        line
+        for line in stdout.splitlines()
+        if line.strip().startswith("greedy:")
+    ]
     assert len(greedy) == 2
     # A short fit memorizes the built-in text: greedy continues it.
     assert "fox jumps over the lazy dog" in greedy[0]
@@ -62,9 +69,7 @@ def test_generate_text_example():
 )
 def test_demo_runs_saves_and_reloads(tmp_path):
     """`make demo` end to end, tiny: fit, accuracy, preset, exact reload."""
-    out = run_example(
-        "demo.py", "--smoke", "--out", str(tmp_path / "preset")
-    )
+    out = run_example("demo.py", "--smoke", "--out", str(tmp_path / "preset"))
     assert "validation accuracy" in out
     assert "the reloaded model agrees exactly" in out
     assert os.path.exists(tmp_path / "preset" / "config.json")

@@ -75,6 +75,30 @@ class MegaAwareKerasPresetLoader(preset_utils.KerasPresetLoader):
 
             check_preset_format(preset)
 
+    def get_backbone_kwargs(self, **kwargs):
+        """keras-hub forwards `dtype=None` when none is given, which would
+        replace a quantized preset's saved `DTypePolicyMap` (its layers
+        would then be built in float and fail to load their int8/float8
+        weights). Keep the saved policy unless a dtype is asked for, and
+        refuse to change the dtype of a quantized preset."""
+        backbone_kwargs, kwargs = super().get_backbone_kwargs(**kwargs)
+        saved = self.config.get("config", {}).get("dtype")
+        quantized = (
+            isinstance(saved, dict)
+            and saved.get("class_name") == "DTypePolicyMap"
+        )
+        if backbone_kwargs.get("dtype") is None:
+            backbone_kwargs.pop("dtype", None)
+        elif quantized:
+            raise ValueError(
+                f"The preset {self.preset} holds quantized weights; it "
+                "cannot be loaded with another dtype "
+                f"(dtype={backbone_kwargs['dtype']!r}). Load it without "
+                "`dtype`, or quantize a float preset after loading it in "
+                "that dtype."
+            )
+        return backbone_kwargs, kwargs
+
 
 def register_hf_mega_loader():
     """Makes keras-hub's `from_preset` read HF Mega directories."""
