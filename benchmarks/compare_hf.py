@@ -16,7 +16,18 @@ timed steps counts. `--causal` adds the causal LM case (12 layers, hidden
 CPU). `--lengths 1024,16384` checks that chunked throughput per token is
 flat in L (full attention is skipped above `--full-max`). Prints a table
 and writes JSON lines with `case`, `backend`, `tokens_per_s`,
-`hf_tokens_per_s`, `ratio_vs_hf`.
+`hf_tokens_per_s`, `ratio_vs_hf`, `roofline_fraction`.
+
+The roofline: `flops_per_token` (below) counts, from the config, the
+matmuls of each layer (the projections, the attention's `q k^T` and
+`p v` over the span it attends, the FFN) plus the EMA's FFT convolution,
+times 3 for a training step (forward, and the backward's two matmuls per
+forward one). The peak is measured, not quoted: the best of a few
+2048 x 2048 float32 matmuls on each backend (`keras.ops.matmul`, compiled
+as the model is; torch's for HF), measured once up front and again in each
+case's subprocess right after the case (so that on a shared machine it
+sees the same load). A case's `roofline_fraction` is its tokens/s x FLOPs
+per token / its subprocess's peak.
 """
 
 import argparse
@@ -81,6 +92,91 @@ def make_checkpoint(case, path):
     )
 
 
+def flops_per_token(case, kind="infer"):
+    """Forward FLOPs per token of the backbone `case` (x3 for "train").
+
+    Per layer: value and gate projections `D -> H` and `D -> Z + H + 2D`,
+    the output projection `H -> D`, attention `q k^T` (Z) and `p v` (H)
+    over a span of `S` keys (the chunk, or the whole length), the FFN
+    `D -> F -> D`, and the EMA's FFT convolution (three real FFTs of
+    length 2L per channel, about 2.5 n log2 n each). Softmax, norms and
+    gates are elementwise and left out.
+    """
+    import math
+
+    config = make_config(case)
+    d = config["hidden_size"]
+    h = config["intermediate_size"]
+    z = config["shared_representation_size"]
+    f = config["nffn_hidden_size"]
+    length = case["length"]
+    span = min(case["chunk"] or length, length)
+    n = 2 * length
+    ema = d * 3 * 2.5 * n * math.log2(n) / length
+    layer = (
+        2 * d * h
+        + 2 * d * (z + h + 2 * d)
+        + 2 * h * d
+        + 2 * span * (z + h)
+        + 4 * d * f
+        + ema
+    )
+    forward = config["num_hidden_layers"] * layer
+    return 3 * forward if kind == "train" else forward
+
+
+PEAK_SIZE = 2048
+
+
+def matmul_peak(backend, reps=5):
+    """The best float32 `PEAK_SIZE`^3 matmul rate on `backend`, FLOP/s."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((PEAK_SIZE, PEAK_SIZE)).astype("float32")
+    b = rng.standard_normal((PEAK_SIZE, PEAK_SIZE)).astype("float32")
+    if backend == "hf":
+        import torch
+
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+
+        def run():
+            return torch.matmul(a, b)
+
+    else:
+        import keras
+
+        a, b = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
+        if backend == "jax":
+            import jax
+
+            matmul = jax.jit(keras.ops.matmul)
+
+            def run():
+                return matmul(a, b).block_until_ready()
+
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            matmul = tf.function(keras.ops.matmul, jit_compile=True)
+
+            def run():
+                return matmul(a, b).numpy()
+
+        else:
+
+            def run():
+                return keras.ops.matmul(a, b)
+
+    run()  # warm-up (compiles)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 2 * PEAK_SIZE**3 / best
+
+
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -113,7 +209,10 @@ def run_keras(case, checkpoint, steps):
     )
     inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     target = np.zeros((BATCH, length, backbone.hidden_dim), "float32")
-    jit = keras.backend.backend() != "torch"
+    # "torch-compile": torch with `jit_compile=True` (torch.compile).
+    jit = keras.backend.backend() != "torch" or case["backend"].endswith(
+        "-compile"
+    )
     backbone.compile(
         optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=jit
     )
@@ -162,6 +261,10 @@ def run_hf(case, checkpoint, steps):
 
 def worker(args):
     case = json.loads(args.worker)
+    if case.get("peak"):
+        result = {"peak_flops": matmul_peak(case["backend"])}
+        print("RESULT " + json.dumps(result), flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(case, tmp)
         if case["backend"] == "hf":
@@ -169,13 +272,16 @@ def worker(args):
         else:
             result = run_keras(case, tmp, args.steps)
     result["peak_memory_mb"] = peak_mb()
+    # The peak again, in this process right after the case: on a shared
+    # machine it then sees the same load as the case did.
+    result["peak_flops"] = matmul_peak(case["backend"].split("-")[0])
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def measure(case, steps):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if case["backend"] != "hf":
-        env["KERAS_BACKEND"] = case["backend"]
+        env["KERAS_BACKEND"] = case["backend"].split("-")[0]
     proc = subprocess.run(
         [
             sys.executable,
@@ -200,7 +306,11 @@ def main():
     parser.add_argument(
         "--quick", action="store_true", help="L=1024 only, 2 steps"
     )
-    parser.add_argument("--backends", default="jax,tensorflow,torch")
+    parser.add_argument(
+        "--backends",
+        default="jax,tensorflow,torch",
+        help="comma-separated; torch-compile is torch with jit_compile=True",
+    )
     parser.add_argument("--lengths", default="1024,4096")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--causal", action="store_true")
@@ -227,6 +337,19 @@ def main():
     ]
     if args.causal:
         cases += [dict(model="causal", length=max(lengths), chunk=256)]
+    peaks = {}
+    for backend in ["hf"] + args.backends.split(","):
+        if backend.endswith("-compile"):
+            continue  # the peak of its backend
+        peak = measure(dict(backend=backend, peak=True), steps)
+        peaks[backend] = peak.get("peak_flops")
+        print(
+            json.dumps(
+                {"matmul_peak_gflops": (peaks[backend] or 0) / 1e9,
+                 "backend": backend, "loadavg": os.getloadavg()}
+            ),
+            flush=True,
+        )  # fmt: skip
     rows = []
     for case in cases:
         name = f"{case['model']} L={case['length']} " + (
@@ -237,6 +360,13 @@ def main():
             ours = measure(dict(case, backend=backend), steps)
             for kind in ("train", "infer"):
                 key = f"{kind}_tokens_per_s"
+                flops = flops_per_token(case, kind)
+
+                def fraction(tokens_per_s, peak):
+                    if tokens_per_s is None or not peak:
+                        return None
+                    return tokens_per_s * flops / peak
+
                 row = {
                     "case": f"{name} {kind}",
                     "backend": backend,
@@ -248,6 +378,16 @@ def main():
                     "compile_s": ours.get(f"{kind}_compile_s"),
                     "peak_memory_mb": ours.get("peak_memory_mb"),
                     "hf_peak_memory_mb": hf.get("peak_memory_mb"),
+                    "flops_per_token": flops,
+                    "matmul_peak_flops": ours.get("peak_flops"),
+                    "hf_matmul_peak_flops": hf.get("peak_flops"),
+                    "roofline_fraction": fraction(
+                        ours.get(key), ours.get("peak_flops")
+                    ),
+                    "hf_roofline_fraction": fraction(
+                        hf.get(key), hf.get("peak_flops")
+                    ),
+                    "loadavg": os.getloadavg(),
                     "error": ours.get("error") or hf.get("error"),
                 }
                 rows.append(row)
@@ -256,9 +396,16 @@ def main():
         for row in rows:
             f.write(json.dumps(row) + "\n")
     print(
-        "\n| case | backend | tokens/s | HF tokens/s | ratio | compile s | peak MB (HF) |"
+        "\nmatmul peak GFLOP/s (float32 2048^3, measured up front): "
+        + ", ".join(f"{b} {(p or 0) / 1e9:.0f}" for b, p in peaks.items())
+        + " (each row's roofline uses the peak its own subprocess measured "
+        "right after the case)"
     )
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| case | backend | tokens/s | HF tokens/s | ratio | MFLOP/token "
+        "| roofline (HF) | compile s | peak MB (HF) | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def fmt(v, p="{:,.0f}"):
         return p.format(v) if isinstance(v, (int, float)) else "-"
@@ -267,8 +414,12 @@ def main():
         print(
             f"| {r['case']} | {r['backend']} | {fmt(r['tokens_per_s'])} | "
             f"{fmt(r['hf_tokens_per_s'])} | {fmt(r['ratio_vs_hf'], '{:.2f}')} | "
+            f"{r['flops_per_token'] / 1e6:.1f} | "
+            f"{fmt(r['roofline_fraction'], '{:.0%}')} "
+            f"({fmt(r['hf_roofline_fraction'], '{:.0%}')}) | "
             f"{fmt(r['compile_s'], '{:.1f}')} | {fmt(r['peak_memory_mb'])} "
-            f"({fmt(r['hf_peak_memory_mb'])}) |"
+            f"({fmt(r['hf_peak_memory_mb'])}) | "
+            f"{' '.join(f'{x:.1f}' for x in r['loadavg'])} |"
         )
 
 

@@ -7,18 +7,35 @@ document, other key words appear as distractors, so the label depends on
 a word far from the end and a bag of words cannot solve it. The
 classifier reads the `<s>` token; with `--chunk-size` the attention runs
 in independent chunks (Mega-chunk), so the cost grows linearly with the
-document length. `--quick` is a smaller, binary version; `--smoke` only
-checks, in seconds, that the script runs end to end.
+document length. `--quick` is a smaller, binary version (256 tokens);
+`--smoke` a 64-token one that trains in seconds. Chance is 0.5 in both;
+`--smoke` reaches at least 0.8 on JAX, TensorFlow and torch (its test,
+tests/test_example_classifier.py); `--quick`, seed 0, reaches 1.000 on
+JAX, 0.969 on TensorFlow and 0.992 on torch.
+
+The same `--seed` gives different initial weights on each backend (Keras'
+seeded random ops use each backend's own generator), so a recipe that
+learns only with some draws looks like a backend bug. Earlier versions did
+(HF's init, pre-norm blocks, Adam at 1e-2): `--quick`, seed 0, reached
+0.992 on JAX and 0.516 on TensorFlow. With JAX's initial weights loaded,
+TensorFlow gave the same first-batch loss (0.693177 on both) and reached
+0.984; with TensorFlow's, JAX reached 0.906 and its loss jumped back up in
+the last epoch. The data and the token ids were identical. The cause was
+the recipe, not the backend: at 1e-2 the run is on the edge of
+divergence and the draw decides it. The recipe below is the demo's
+(examples/demo.py, which learns in each of seeds 0-9).
 
 A tiny byte-level BPE tokenizer is trained on the generated text, and
 `fit()` takes the raw strings through `MegaTextClassifierPreprocessor`.
 
-    python examples/fine_tune_long_classifier.py --quick   # ~1 min, JAX, CPU
+    python examples/fine_tune_long_classifier.py --quick   # ~1 min, CPU
     python examples/fine_tune_long_classifier.py --smoke   # seconds
     python examples/fine_tune_long_classifier.py --seq-len 2048 --epochs 6
 """
 
 import argparse
+import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -48,20 +65,35 @@ QUICK = dict(
     num_test=128,
     epochs=4,
     hidden_dim=32,
-    learning_rate=1e-2,
 )
-# `--smoke`: the smallest run that goes through every step (no learning).
+# `--smoke`: seconds; the key in the first 8 of 64 tokens (chunks of 16).
 SMOKE = dict(
     QUICK,
     seq_len=64,
     chunk_size=16,
-    num_train=8,
-    num_test=8,
-    epochs=1,
-    batch_size=8,
+    key_window=8,
+    num_train=256,
+    num_test=64,
+    epochs=3,
     num_layers=1,
-    hidden_dim=16,
 )
+
+
+def _not_grain_threads(record):
+    return "is smaller than num_threads" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_grain():
+    """Silences the warning Grain logs for each pipeline keras-hub 0.32
+    builds from arrays or strings (its read-ahead of 8 batches is below
+    Grain's 16 threads)."""
+    absl = logging.getLogger("absl")
+    absl.addFilter(_not_grain_threads)
+    try:
+        yield
+    finally:
+        absl.removeFilter(_not_grain_threads)
 
 
 def make_documents(count, seq_len, num_classes, key_window, seed):
@@ -113,7 +145,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--hidden-dim", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     known = parser.parse_known_args(argv)[0]
     if known.quick or known.smoke:
@@ -141,6 +173,18 @@ def main(argv=None):
         shared_dim=16,
         ema_dim=8,
         chunk_size=args.chunk_size,
+        # The demo's recipe for training from scratch (examples/demo.py):
+        # slow EMA dimensions, post-norm blocks (a layer-normalized `<s>`
+        # for the tanh of HF's head), a larger init than HF's 0.02, and
+        # Adam at 3e-3. With HF's defaults and 1e-2 the run was fragile:
+        # it learned with some draws and stayed at chance with others
+        # (see above).
+        ema_init="timescales",
+        ema_max_timescale=args.seq_len,
+        normalization_type="layernorm",
+        normalize_before_attention=False,
+        normalize_before_ffn=False,
+        initializer_range=0.1,
         dropout=0.0,
         hidden_dropout=0.0,
         attention_dropout=0.0,
@@ -157,17 +201,21 @@ def main(argv=None):
     )
 
     start = time.time()
-    classifier.fit(
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        verbose=2,
-    )
-    seconds = time.time() - start
-    _, accuracy = classifier.evaluate(
-        x_test, y_test, batch_size=args.batch_size, verbose=0
-    )
+    with quiet_grain():
+        classifier.fit(
+            x_train,
+            y_train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            # keras-hub 0.32 does not shuffle arrays (and warns if asked);
+            # the documents come in random order.
+            shuffle=False,
+            verbose=2,
+        )
+        seconds = time.time() - start
+        _, accuracy = classifier.evaluate(
+            x_test, y_test, batch_size=args.batch_size, verbose=0
+        )
     tokens = args.num_train * args.epochs * args.seq_len
     print(f"training: {seconds:.1f} s, {tokens / seconds:,.0f} tokens/s")
     print(f"test accuracy: {accuracy:.3f} (chance {1 / args.num_classes:.3f})")

@@ -63,7 +63,21 @@ def main(argv=None):
             axes[i, c].set_ylabel("query")
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
-    print(f"saved {args.out}: {len(maps)} layers x {chunks} chunks")
+    plt.close(fig)
+    message = f"saved {args.out}: {len(maps)} layers x {chunks} chunks"
+    result = {"layers": len(maps), "chunks": chunks}
+    if backbone.attention_activation == "softmax":
+        # Every query's softmax weights sum to 1.
+        error = max(float(np.abs(m.sum(-1) - 1).max()) for m in maps)
+        result["row_sum_error"] = error
+        message += f", max |row sum - 1| {error:.1e}"
+    if backbone.causal:
+        # A causal model gives no weight to later tokens of its chunk.
+        future = max(float(np.triu(m, k=1).max()) for m in maps)
+        result["future_weight"] = future
+        message += f", largest weight on a later token {future:.1e}"
+    print(message)
+    return result
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Usage:
 Without `--preset`, it compares the paper's EMA initialization with the
 opt-in "timescales" one on a fresh model. For each layer it plots the
 impulse response (kernel) of a few channels and the distribution of the
-per-step decays `q` as timescales `1 / (1 - q)` in tokens.
+per-step decays `q` as timescales `1 / (1 - q)` in tokens, and prints each
+model's slowest timescale (about 6 tokens with the paper's init, a few
+thousand with "timescales": `ema_max_timescale` 1,024 plus its jitter).
 """
 
 import argparse
@@ -62,10 +64,12 @@ def main(argv=None):
             for init in ("paper", "timescales")
         }
     rows = max(len(ema_layers(m)) for m in models.values())
+    slowest = {}
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.2 * rows), squeeze=False)
     for name, backbone in models.items():
         for i, ema in enumerate(ema_layers(backbone)):
             kernel, timescales = describe(ema, args.length)
+            slowest[name] = max(slowest.get(name, 0.0), timescales.max())
             axes[i, 0].plot(
                 np.abs(kernel[:4]).T,
                 alpha=0.8,
@@ -82,7 +86,11 @@ def main(argv=None):
     axes[0, 1].legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
+    plt.close(fig)
+    for name, tokens in slowest.items():
+        print(f"{name}: slowest EMA timescale {tokens:,.1f} tokens")
     print(f"saved {args.out}")
+    return {name: float(tokens) for name, tokens in slowest.items()}
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ Importing the package registers its classes with Keras and teaches
 keras-hub's `from_preset` to read Hugging Face Mega checkpoints.
 """
 
+from keras_mega import keras_hub_compat as _keras_hub_compat
 from keras_mega import layers
 from keras_mega import models
-from keras_mega.convert import keras_hub_compat as _keras_hub_compat
 from keras_mega.models import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

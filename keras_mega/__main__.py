@@ -17,15 +17,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # HF architecture -> keras-mega class name.
-ARCHITECTURES = {
-    "MegaModel": "MegaBackbone",
-    "MegaForMaskedLM": "MegaMaskedLM",
-    "MegaForCausalLM": "MegaCausalLM",
-    "MegaForSequenceClassification": "MegaTextClassifier",
-    "MegaForTokenClassification": "MegaTokenClassifier",
-    "MegaForMultipleChoice": "MegaMultipleChoice",
-    "MegaForQuestionAnswering": "MegaQuestionAnswerer",
-}
 
 
 def _resolve(src):
@@ -36,7 +27,7 @@ def _resolve(src):
 
 
 def _read_config(src):
-    from keras_mega.convert import keras_hub_compat as compat
+    from keras_mega import keras_hub_compat as compat
 
     if not compat.check_file_exists(src, "config.json"):
         raise SystemExit(f"error: {src} has no config.json")
@@ -148,12 +139,12 @@ def convert(
     config = _read_config(src)
     hf.check_mega_config(config, where=f"{src}/config.json")
     architecture = (config.get("architectures") or ["MegaModel"])[0]
-    if architecture not in ARCHITECTURES:
+    if architecture not in hf_heads.ARCHITECTURES:
         raise SystemExit(
             f"error: unknown HF Mega architecture {architecture!r}; "
-            f"expected one of {', '.join(ARCHITECTURES)}"
+            f"expected one of {', '.join(hf_heads.ARCHITECTURES)}"
         )
-    cls = getattr(keras_mega.models, ARCHITECTURES[architecture])
+    cls = getattr(keras_mega.models, hf_heads.ARCHITECTURES[architecture])
     has_tokenizer = tokenizer and hf_heads.has_tokenizer(src)
     kwargs = {}
     if cls is not keras_mega.models.MegaBackbone and not has_tokenizer:

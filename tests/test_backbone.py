@@ -6,8 +6,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from hf_reference import make_hf_model
-from hf_reference import random_batch
+from mega_fixtures import make_hf_model
+from mega_fixtures import random_batch
 
 from keras_mega.models import MegaBackbone
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from hf_reference import assert_close
-from hf_reference import hf_hidden
-from hf_reference import make_hf_model
-from hf_reference import random_batch
-from hf_reference import torch
+from mega_fixtures import assert_close
+from mega_fixtures import hf_hidden
+from mega_fixtures import make_hf_model
+from mega_fixtures import random_batch
+from mega_fixtures import torch
 
 from keras_mega.models import MegaBackbone
 

@@ -3,10 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from hf_reference import assert_close
-from hf_reference import hf_hidden
-from hf_reference import make_hf_model
-from hf_reference import torch
+from mega_fixtures import CAUSAL
+from mega_fixtures import assert_close
+from mega_fixtures import hf_hidden
+from mega_fixtures import make_hf_model
+from mega_fixtures import tiny_config
+from mega_fixtures import torch
 
 from keras_mega.models import MegaBackbone
 
@@ -14,22 +16,7 @@ LENGTH = 14  # crosses three boundaries of chunk 4
 
 
 def decoder(**kwargs):
-    config = dict(
-        vocabulary_size=48,
-        num_layers=2,
-        hidden_dim=16,
-        intermediate_dim=24,
-        shared_dim=8,
-        ema_dim=4,
-        ffn_dim=20,
-        causal=True,
-        bidirectional=False,
-        max_sequence_length=32,
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        ffn_activation_dropout=0.0,
-    )
+    config = tiny_config(max_sequence_length=32, **CAUSAL)
     return MegaBackbone(**{**config, **kwargs})
 
 

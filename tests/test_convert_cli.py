@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from hf_reference import make_hf_model
+from mega_fixtures import make_hf_model
 
 import keras_mega
 from keras_mega.__main__ import main
@@ -90,7 +90,7 @@ def test_tokenizer_json_alone_gives_a_preprocessor(tmp_path, capsys):
     converts with its tokenizer, which tokenizes as HF's."""
     transformers = pytest.importorskip("transformers")
     import torch
-    from test_mega_tokenizer import write_tiny_bpe
+    from mega_fixtures import write_tiny_bpe
 
     files = write_tiny_bpe(tmp_path / "bpe")
     hf_tokenizer = transformers.RobertaTokenizerFast(*files)

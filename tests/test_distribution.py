@@ -4,7 +4,7 @@ when JAX starts."""
 
 import keras
 import pytest
-from subprocess_report import run_reporting
+from mega_fixtures import run_reporting
 
 from keras_mega.models import MegaBackbone
 

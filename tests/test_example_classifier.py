@@ -1,11 +1,16 @@
-"""Smoke test of examples/fine_tune_long_classifier.py."""
+"""examples/fine_tune_long_classifier.py learns, on every backend."""
 
 import importlib.util
 import os
-import time
+import warnings
 
 import keras
 import pytest
+
+# XLA without most optimizations on JAX (tests/conftest.py): compiling is
+# most of these tiny models' time; it cut the CPU time of this file and
+# test_examples.py on JAX from 90 to 62 s.
+pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
 
 EXAMPLE = os.path.join(
     os.path.dirname(__file__), "..", "examples", "fine_tune_long_classifier.py"
@@ -19,26 +24,38 @@ def load_example():
     return module
 
 
-@pytest.mark.skipif(
-    keras.config.backend() != "torch",
-    reason="the script does the same on every backend; it runs on torch, "
-    "where it takes seconds (the tasks' fit on raw strings is tested per "
-    "backend in test_mega_tasks.py, backend equality in test_examples.py)",
-)
-def test_smoke_run(capsys):
-    # This checks that the script runs end to end (tokenizer training,
-    # preprocessing, fit, evaluate), not that it learns.
-    accuracy = load_example().main(["--smoke"])
-    assert 0.0 <= accuracy <= 1.0
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread: see tests/test_examples.py."""
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_smoke_run_learns(capsys):
+    # Tokenizer training, preprocessing of raw strings, fit, evaluate: 64
+    # tokens, 48 steps. Binary, chance 0.5; measured 0.984 (JAX), 1.000
+    # (TensorFlow) and 1.000 (torch).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        accuracy = load_example().main(["--smoke"])
     out = capsys.readouterr().out
+    print(out[-200:])  # shown by `pytest -rP`
+    assert accuracy >= 0.8, out[-2000:]
     assert "test accuracy" in out and "seq_len=64" in out
+    ours = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert not ours, [str(w.message) for w in ours]
 
 
 @pytest.mark.large
-def test_quick_run_learns_within_two_minutes():
-    if keras.config.backend() != "jax":
-        pytest.skip("the time budget is for the JAX backend")
-    start = time.time()
-    accuracy = load_example().main(["--quick"])
-    assert time.time() - start < 120
-    assert accuracy > 0.8
+def test_quick_run_learns():
+    # 256 tokens in chunks of 64, 128 steps: ~1 minute on 2 CPU cores.
+    assert load_example().main(["--quick"]) > 0.9

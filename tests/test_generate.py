@@ -3,9 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from hf_reference import make_hf_model
-from hf_reference import torch
-from test_mega_tokenizer import tiny_tokenizer
+from mega_fixtures import CAUSAL
+from mega_fixtures import make_hf_model
+from mega_fixtures import tiny_config
+from mega_fixtures import tiny_tokenizer
+from mega_fixtures import torch
 
 from keras_mega.models import MegaBackbone
 from keras_mega.models import MegaCausalLM
@@ -16,21 +18,7 @@ PROMPT_LENGTHS = [3, 6, 5]
 
 
 def causal_lm(vocabulary_size=48, **kwargs):
-    config = dict(
-        vocabulary_size=vocabulary_size,
-        num_layers=2,
-        hidden_dim=16,
-        intermediate_dim=24,
-        shared_dim=8,
-        ema_dim=4,
-        ffn_dim=20,
-        causal=True,
-        bidirectional=False,
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        ffn_activation_dropout=0.0,
-    )
+    config = tiny_config(vocabulary_size=vocabulary_size, **CAUSAL)
     return MegaCausalLM(MegaBackbone(**{**config, **kwargs}))
 
 

@@ -15,9 +15,9 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from hf_reference import assert_close
-from hf_reference import make_hf_model
-from hf_reference import random_batch
+from mega_fixtures import assert_close
+from mega_fixtures import make_hf_model
+from mega_fixtures import random_batch
 
 import keras_mega  # registers the HF Mega loader
 from keras_mega.models import MegaBackbone
@@ -371,6 +371,66 @@ def test_cached_hf_handle_loads_offline(offline_cache, batch):
     np.testing.assert_array_equal(
         numpy(backbone(batch)), numpy(task.backbone(batch))
     )
+
+
+def test_keras_hub_base_class_reads_one_hf_snapshot(
+    offline_cache, batch, monkeypatch
+):
+    """`keras_hub.models.Backbone.from_preset("hf://...")` reads the
+    snapshot directory: keras-hub fetches config.json to pick the loader;
+    the weights come from the local snapshot."""
+    import keras_hub
+    from keras_hub.src.utils import preset_utils
+
+    from keras_mega import keras_hub_compat as compat
+
+    write_hf_cache(offline_cache, "owner/tiny-mega")
+    remote = []
+
+    def recording(get_file):
+        def wrapped(preset, path):
+            if str(preset).startswith("hf://"):
+                remote.append(path)
+            return get_file(preset, path)
+
+        return wrapped
+
+    for module in (preset_utils, compat):
+        for name in ("get_file", "check_file_exists"):
+            monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    backbone = keras_hub.models.Backbone.from_preset("hf://owner/tiny-mega")
+    assert isinstance(backbone, MegaBackbone)
+    assert set(remote) == {"config.json"}  # keras-hub reads it up to 3x
+    expected = MegaBackbone.from_preset("hf://owner/tiny-mega")
+    np.testing.assert_array_equal(
+        numpy(backbone(batch)), numpy(expected(batch))
+    )
+
+
+def test_keras_hub_base_class_keeps_a_trained_head(
+    classifier_dir, tmp_path, batch
+):
+    """keras-hub's `TextClassifier.from_preset(..., num_classes=N)` starts
+    a new head; for a keras-mega preset trained with N labels it keeps it."""
+    import keras_hub
+
+    path, _ = classifier_dir
+    task = MegaTextClassifier.from_preset(str(path), preprocessor=None)
+    preset = str(tmp_path / "preset")
+    task.save_to_preset(preset)
+    same, messages = recorded(
+        lambda: keras_hub.models.TextClassifier.from_preset(
+            preset, num_classes=3
+        )
+    )
+    assert isinstance(same, MegaTextClassifier)
+    assert head_warnings(messages) == []
+    np.testing.assert_array_equal(numpy(same(batch)), numpy(task(batch)))
+    with pytest.warns(UserWarning, match=r"head for 3 labels"):
+        other = keras_hub.models.TextClassifier.from_preset(
+            preset, num_classes=2
+        )
+    assert other.num_classes == 2
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-from hf_reference import assert_close
-from hf_reference import make_hf_model
-from hf_reference import torch
+from mega_fixtures import assert_close
+from mega_fixtures import make_hf_model
+from mega_fixtures import torch
 
 from keras_mega import layers
 from keras_mega.convert import hf as convert

@@ -16,10 +16,10 @@ import pytest
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from hf_reference import assert_close  # noqa: E402
-from hf_reference import make_hf_model  # noqa: E402
-from hf_reference import random_batch  # noqa: E402
-from test_mega_tokenizer import write_tiny_bpe  # noqa: E402
+from mega_fixtures import assert_close  # noqa: E402
+from mega_fixtures import make_hf_model  # noqa: E402
+from mega_fixtures import random_batch  # noqa: E402
+from mega_fixtures import write_tiny_bpe  # noqa: E402
 
 import keras_mega  # noqa: E402,F401  (registers the HF Mega loader)
 from keras_mega.models import MegaCausalLM  # noqa: E402

@@ -14,8 +14,10 @@ import os
 import keras
 import numpy as np
 import pytest
-from subprocess_report import run_reporting
-from test_mega_tokenizer import tiny_tokenizer
+from mega_fixtures import NO_DROPOUT
+from mega_fixtures import preprocessed
+from mega_fixtures import run_reporting
+from mega_fixtures import tiny_tokenizer
 
 from keras_mega.models import MegaBackbone
 from keras_mega.models import MegaCausalLM
@@ -30,12 +32,6 @@ from keras_mega.models import MegaTextClassifier
 from keras_mega.models import MegaTextClassifierPreprocessor
 from keras_mega.models import MegaTokenClassifier
 from keras_mega.models import MegaTokenClassifierPreprocessor
-
-NO_DROPOUT = dict(
-    dropout=0.0, hidden_dropout=0.0, attention_dropout=0.0,
-    ffn_activation_dropout=0.0,
-)  # fmt: skip
-
 
 # The compiles of these tests are most of their time (conftest).
 pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
@@ -181,21 +177,6 @@ def test_fit_on_raw_strings_lowers_the_loss(name, trained):
     assert losses[-1] < 0.95 * losses[0], losses
 
 
-def preprocessed(model, x):
-    """The model's inputs for raw `x`, deterministic for the masked LM."""
-    if isinstance(model, MegaMaskedLM):
-        out = model.preprocessor.tokenizer(list(x))
-        ids = np.full((len(x), 8), 1, "int32")
-        for i, row in enumerate(out):
-            ids[i, : len(row)] = row[:8]
-        return {
-            "token_ids": ids,
-            "padding_mask": (ids != 1).astype("int32"),
-            "mask_positions": np.array([[1, 2]] * len(x), "int32"),
-        }
-    return keras.utils.unpack_x_y_sample_weight(model.preprocessor(x=x))[0]
-
-
 def assert_same_outputs(a, b):
     for u, v in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
         np.testing.assert_array_equal(
@@ -232,7 +213,7 @@ import json, sys
 import keras, keras_hub, numpy as np
 import keras_mega
 sys.path.insert(0, sys.argv[2])
-from test_mega_tasks import preprocessed
+from mega_fixtures import preprocessed
 
 BASES = {
     "causal_lm": keras_hub.models.CausalLM,
@@ -565,8 +546,15 @@ def test_failed_task_save_keeps_the_previous_preset(
     assert_same_outputs(loaded(inputs), model(inputs))
 
 
-def test_remote_preset_offline_fails_fast(monkeypatch):
+def test_remote_preset_offline_fails_fast(monkeypatch, tmp_path):
+    # huggingface_hub reads its environment at import: patch both.
+    from huggingface_hub import constants
+
+    hub = str(tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", hub)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", hub)
     for cls in (MegaTextClassifier, MegaTextClassifierPreprocessor):
         with pytest.raises(ConnectionError, match="not reachable"):
             cls.from_preset("hf://mnaylor/mega-base-wikitext")

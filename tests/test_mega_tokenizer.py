@@ -1,23 +1,14 @@
 """MegaTokenizer: ids equal to HF's RoBERTa tokenizers, lossless round trip."""
 
-import json
 import os
 import random
 
 import numpy as np
 import pytest
+from mega_fixtures import write_tiny_bpe
 
 from keras_mega.models import MegaTokenizer
 
-SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-CORPUS = [
-    "The quick brown fox jumped over the lazy dog.",
-    "Hello world! It's 2024, isn't it? I'll see; we've won.",
-    "naïve café — déjà vu, 東京 and 😀 emoji",
-    "tabs\tand\nnewlines\n\n  double  spaces   and\r\nwindows",
-    "good movie great film bad movie awful film",
-    "john lives in paris and mary lives in rome",
-]
 TRICKY = [
     "The quick brown fox",
     " leading space",
@@ -36,35 +27,6 @@ TRICKY = [
     "\t",
     "a   b",
 ]
-
-
-def write_tiny_bpe(directory, vocab_size=330):
-    """Trains a tiny byte-level BPE; writes vocab.json and merges.txt.
-
-    The special tokens take ids 0-4 in RoBERTa's order.
-    """
-    from tokenizers import ByteLevelBPETokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        CORPUS * 3,
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=SPECIAL,
-        show_progress=False,
-    )
-    os.makedirs(directory, exist_ok=True)
-    bpe.save_model(str(directory))
-    vocab = os.path.join(directory, "vocab.json")
-    with open(vocab, encoding="utf-8") as f:
-        ids = json.load(f)
-    assert [ids[t] for t in SPECIAL] == [0, 1, 2, 3, 4]
-    return vocab, os.path.join(directory, "merges.txt")
-
-
-def tiny_tokenizer(directory):
-    vocab, merges = write_tiny_bpe(directory)
-    return MegaTokenizer(vocabulary=vocab, merges=merges)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ compiled training."""
 import keras
 import numpy as np
 import pytest
-from hf_reference import assert_close
+from mega_fixtures import assert_close
 
 from keras_mega.models import MegaBackbone
 

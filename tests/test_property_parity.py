@@ -8,14 +8,14 @@ test_backbone_hf_parity.py as a regular case.
 import keras
 import numpy as np
 import pytest
-from hf_reference import assert_close
-from hf_reference import hf_hidden
-from hf_reference import make_hf_model
-from hf_reference import torch
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from mega_fixtures import assert_close
+from mega_fixtures import hf_hidden
+from mega_fixtures import make_hf_model
+from mega_fixtures import torch
 
 from keras_mega.models import MegaBackbone
 

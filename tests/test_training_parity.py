@@ -5,9 +5,9 @@ gradients are HF's (forward parity alone would not show it)."""
 import keras
 import numpy as np
 import pytest
-from hf_reference import make_hf_model
-from hf_reference import random_batch
-from hf_reference import torch
+from mega_fixtures import make_hf_model
+from mega_fixtures import random_batch
+from mega_fixtures import torch
 
 from keras_mega.convert.hf import backbone_weight_map
 from keras_mega.models import MegaBackbone

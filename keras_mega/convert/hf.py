@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from keras_mega.convert import keras_hub_compat as compat
+from keras_mega import keras_hub_compat as compat
 from keras_mega.models.mega_backbone import MegaBackbone
 
 backbone_cls = MegaBackbone
@@ -90,14 +90,6 @@ HF_DEFAULTS = {
     "relative_positional_bias": "rotary",
     "is_decoder": False,
     "add_cross_attention": False,
-}
-# Options of MegaConfig that have no backbone counterpart, and what
-# replaces them (documented in the README's name table).
-NOT_BACKBONE_OPTIONS = {
-    "use_cache": "MegaCausalLM.generate() always decodes with a cache",
-    "classifier_dropout": "the task models' `dropout`",
-    "add_lm_hidden_dense_layer": "MegaCausalLM / MegaMaskedLM option",
-    "num_labels": "the task models' `num_classes`",
 }
 
 

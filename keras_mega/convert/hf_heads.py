@@ -38,13 +38,14 @@ itself (`dtype`, `chunk_size`, `normalization_type`, ...) go to the
 backbone; the rest go to the task, which refuses names it does not know.
 """
 
+import dataclasses
 import json
 import warnings
 
 import numpy as np
 
+from keras_mega import keras_hub_compat as compat
 from keras_mega.convert import hf
-from keras_mega.convert import keras_hub_compat as compat
 from keras_mega.models.mega_task_utils import backbone_arguments
 from keras_mega.models.mega_task_utils import warn_new_head
 
@@ -243,59 +244,71 @@ def _question_answerer_map(task):
     return _dense(task.span_dense, "qa_outputs")
 
 
-# Task class name -> (HF architecture, config -> task kwargs, config -> label
-# kwargs of a trained head (None: no labels), task -> weight map, HF
-# prefixes of the head's weights).
-HEADS = {
-    "MegaMaskedLM": (
-        "MegaForMaskedLM",
-        _lm_kwargs,
-        None,
-        _masked_lm_map,
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """How one HF Mega architecture maps to a keras-mega task.
+
+    Attributes:
+        task: the keras-mega task class name (`keras_mega.models.<task>`).
+        hf_class: the HF architecture (`config.json`'s `architectures[0]`).
+        task_kwargs: HF config dict -> the task's constructor arguments.
+        label_kwargs: HF config dict -> the label arguments of a trained
+            classifier head (`num_classes`, ...); None for heads without
+            labels.
+        weight_map: task -> `{hf_name: (keras variable, transform)}` of the
+            head's weights.
+        hf_prefixes: the HF weight-name prefixes the head owns.
+    """
+
+    task: str
+    hf_class: str
+    task_kwargs: object
+    label_kwargs: object
+    weight_map: object
+    hf_prefixes: tuple
+
+
+HEADS = (
+    Head(
+        "MegaMaskedLM", "MegaForMaskedLM", _lm_kwargs, None, _masked_lm_map,
         ("dense.", "mlm_head."),
     ),
-    "MegaCausalLM": (
-        "MegaForCausalLM",
-        _lm_kwargs,
-        None,
-        _causal_lm_map,
+    Head(
+        "MegaCausalLM", "MegaForCausalLM", _lm_kwargs, None, _causal_lm_map,
         ("dense.", "lm_head."),
     ),
-    "MegaTextClassifier": (
-        "MegaForSequenceClassification",
-        _classifier_kwargs,
-        _text_classifier_labels,
-        _text_classifier_map,
+    Head(
+        "MegaTextClassifier", "MegaForSequenceClassification",
+        _classifier_kwargs, _text_classifier_labels, _text_classifier_map,
         ("classifier.",),
     ),
-    "MegaTokenClassifier": (
-        "MegaForTokenClassification",
-        _classifier_kwargs,
-        _token_classifier_labels,
-        _token_classifier_map,
+    Head(
+        "MegaTokenClassifier", "MegaForTokenClassification",
+        _classifier_kwargs, _token_classifier_labels, _token_classifier_map,
         ("classifier.",),
     ),
-    "MegaMultipleChoice": (
-        "MegaForMultipleChoice",
-        _multiple_choice_kwargs,
-        None,
-        _multiple_choice_map,
+    Head(
+        "MegaMultipleChoice", "MegaForMultipleChoice",
+        _multiple_choice_kwargs, None, _multiple_choice_map,
         ("mega.pooler.", "classifier."),
     ),
-    "MegaQuestionAnswerer": (
-        "MegaForQuestionAnswering",
-        _no_kwargs,
-        None,
-        _question_answerer_map,
-        ("qa_outputs.",),
+    Head(
+        "MegaQuestionAnswerer", "MegaForQuestionAnswering", _no_kwargs, None,
+        _question_answerer_map, ("qa_outputs.",),
     ),
+)  # fmt: skip
+# HF architecture -> keras-mega class name, the backbone included (the CLI).
+ARCHITECTURES = {
+    "MegaModel": "MegaBackbone",
+    **{head.hf_class: head.task for head in HEADS},
 }
 
 
 def _head_of(cls):
+    by_task = {head.task: head for head in HEADS}
     for klass in cls.__mro__:
-        if klass.__name__ in HEADS:
-            return HEADS[klass.__name__]
+        if klass.__name__ in by_task:
+            return by_task[klass.__name__]
     return None
 
 
@@ -319,12 +332,13 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
     matches = False
     keep_head = load_task_weights
     if head is not None:
-        hf_class, config_kwargs, label_kwargs = head[:3]
+        hf_class = head.hf_class
         matches = architecture == hf_class
-        kwargs = {**config_kwargs(hf_config), **kwargs}
-        if label_kwargs:
+        kwargs = {**head.task_kwargs(hf_config), **kwargs}
+        if head.label_kwargs:
             keep_head = _label_kwargs(
-                loader.preset, cls, hf_class, label_kwargs(hf_config), matches,
+                loader.preset, cls, hf_class, head.label_kwargs(hf_config),
+                matches,
                 architecture, kwargs,
             )  # fmt: skip
         if hf_class == "MegaForQuestionAnswering" and matches:
@@ -362,9 +376,9 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
     if checkpoint is None:
         checkpoint = hf.read_checkpoint(loader.preset)
     hf.load_weights(
-        head[3](task),
+        head.weight_map(task),
         checkpoint,
-        owned_prefixes=head[4],
+        owned_prefixes=head.hf_prefixes,
         ignored=_tied_copies(task),
     )
     return task

@@ -164,6 +164,30 @@ class MegaBlock(keras.layers.Layer):
                 **shared,
             )
 
+    def rematerialized_call(self, layer_call, *args, **kwargs):
+        """Keras' remat of the block, its non-tensor arguments static.
+
+        JAX's `jax.checkpoint` (Keras' remat there) would trace every
+        argument, so Python branches on `training` or on a `None` input
+        would fail; only tensors go through the checkpoint.
+        """
+        call = super().rematerialized_call(layer_call, *args, **kwargs)
+        if call is layer_call:  # No remat for this block.
+            return call
+
+        def rematerialized(*args, **kwargs):
+            tensors = {
+                k: v for k, v in kwargs.items() if keras.ops.is_tensor(v)
+            }
+            static = {k: v for k, v in kwargs.items() if k not in tensors}
+
+            def with_static(*args, **tensors):
+                return layer_call(*args, **tensors, **static)
+
+            return keras.remat(with_static)(*args, **tensors)
+
+        return rematerialized
+
     def build(self, input_shape):
         shape = (None, None, self.hidden_dim)
         for layer in (self.mega_layer, self.cross_attn, self.nffn):
@@ -179,15 +203,19 @@ class MegaBlock(keras.layers.Layer):
         encoder_padding_mask=None,
         training=None,
         return_attention_scores=False,
+        document_ids=None,
     ):
         """`return_attention_scores=True` also returns the attention weights
         (see `MegaGatedAttention`) and, with cross attention, the cross
-        attention weights: `(x, weights)` or `(x, weights, cross_weights)`."""
+        attention weights: `(x, weights)` or `(x, weights, cross_weights)`.
+        `document_ids` (int `[B, L]`): packed documents, see
+        `MegaGatedAttention.call` (the FFN is per token)."""
         x, weights = self.mega_layer(
             x,
             padding_mask=padding_mask,
             training=training,
             return_attention_scores=True,
+            document_ids=document_ids,
         )
         cross_weights = None
         if self.cross_attn is not None:
@@ -243,10 +271,11 @@ class MegaBlock(keras.layers.Layer):
         max_length=None,
         encoder_sequence_output=None,
         encoder_padding_mask=None,
+        document_ids=None,
     ):
         """The full forward and the cache, see `MegaGatedAttention.prefill`."""
         x, cache = self.mega_layer.prefill(
-            x, padding_mask, position, max_length
+            x, padding_mask, position, max_length, document_ids=document_ids
         )
         x = self._after_attention(
             x, encoder_sequence_output, encoder_padding_mask, 0, False
@@ -260,13 +289,17 @@ class MegaBlock(keras.layers.Layer):
         position,
         encoder_sequence_output=None,
         encoder_padding_mask=None,
+        document_ids=None,
     ):
-        """Feeds `x` at `position`, see `MegaGatedAttention.call_with_cache`.
+        """Feeds `x` at `position`, see `MegaGatedAttention.call_with_cache`
+        (`document_ids`: the new tokens' documents, for a packed cache).
 
         Cross attention, if any, recomputes its keys and values from the
         encoder output: they do not grow with the decoded length.
         """
-        x, cache = self.mega_layer.call_with_cache(x, cache, position)
+        x, cache = self.mega_layer.call_with_cache(
+            x, cache, position, document_ids=document_ids
+        )
         x = self._after_attention(
             x, encoder_sequence_output, encoder_padding_mask, position, False
         )
@@ -280,13 +313,14 @@ class MegaBlock(keras.layers.Layer):
         x,
         encoder_sequence_output=None,
         return_attention_scores=False,
+        document_ids=None,
         **kwargs,
     ):
         output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
         _, weights = self.mega_layer.compute_output_spec(
-            x, return_attention_scores=True
+            x, return_attention_scores=True, document_ids=document_ids
         )
         if self.cross_attn is None:
             return output, weights

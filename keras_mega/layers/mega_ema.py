@@ -9,6 +9,8 @@ from keras_mega.layers.ema_initializers import EMA_INITS
 from keras_mega.layers.ema_initializers import timescale_logits
 from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
+from keras_mega.layers.mega_documents import document_boundaries
+from keras_mega.layers.mega_documents import document_runs
 
 
 def fft_convolution(x, forward_kernel, backward_kernel=None):
@@ -38,6 +40,9 @@ def fft_convolution(x, forward_kernel, backward_kernel=None):
 # Block length of the FFT-free EMA: a Toeplitz matmul within each block, the
 # state carried across blocks. Measured on CPU (benchmarks/compare_hf.py).
 EMA_BLOCK = 64
+# With document boundaries the Toeplitz matmul is masked per block (a
+# product and a sum, memory-bound): shorter blocks are faster there.
+DOCUMENT_EMA_BLOCK = 16
 
 
 def decay_powers(q, lags):
@@ -68,7 +73,7 @@ def _lower_toeplitz(kernel):
     return ops.reshape(flat, (channels, size, 2 * size - 1))[:, :, :size]
 
 
-def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK):
+def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK, segments=None):
     """Causal EMA of `u` without FFT: exact, in float32, O(L) memory.
 
     Each channel `k` runs `h_t = q * h_{t-1} + p_beta * u_t` (per EMA
@@ -78,43 +83,102 @@ def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK):
     end is carried by a log-depth prefix scan with the constant factor
     `q**block`, and decays into the next block as `q**(t + 1)`.
 
+    With `segments` (packed documents) the state restarts where a segment
+    starts: `h_t = p_beta * u_t` there. The Toeplitz matmul is masked to
+    pairs in the same segment, a block's end state counts only its last
+    segment, and the scan and the carry into a block stop at a boundary.
+    Every term is a sum of in-segment products (nothing is subtracted),
+    so the result is as exact as without segments.
+
     Args:
         u: float32 `[K, B, L]` (channels first: the per-channel matmuls
             are fastest so) with a static `L`.
         p_beta, q, gamma: float32 `[K, N]`.
         block: int. Block length.
+        segments: optional int `[B, L]`: a label per position, distinct
+            for each maximal run (see `mega_documents.document_runs`).
 
     Returns:
         `(y [K, B, L], state [B, K, N])`, the state after the last step.
     """
     length = ops.shape(u)[-1]
-    block = min(block, length)
+    if isinstance(length, int):
+        block = min(block, length)
     pad = (-length) % block
     # Zeros in front leave a zero state at zero: outputs and state are exact.
     u = ops.pad(u, [[0, 0], [0, 0], [pad, 0]])
-    blocks = (length + pad) // block
+    blocks = (length + pad) // block  # a tensor when the length is unknown
     powers = decay_powers(q, ops.arange(block + 1, dtype="float32"))
     kernel = ops.einsum("kn,knt->kt", p_beta * gamma, powers[..., :-1])
     toeplitz = _lower_toeplitz(kernel)  # [K, t, s]
-    u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], blocks, block))
-    y = ops.einsum("kbjs,kts->kbjt", u, toeplitz)
-    # State at the end of each block from its own inputs, then the scan.
+    if isinstance(blocks, int):
+        u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], blocks, block))
+    else:
+        u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], -1, block))
     to_end = p_beta[:, :, None] * ops.flip(powers[..., :-1], axis=-1)
-    state = ops.einsum("kbjs,kns->kbjn", u, to_end)
     decay = powers[..., -1][:, None, None, :]  # q**block, [K, 1, 1, N]
-    shift = 1
-    while shift < blocks:
-        earlier = ops.pad(
-            state[:, :, :-shift], [[0, 0], [0, 0], [shift, 0], [0, 0]]
+    if segments is None:
+        y = ops.einsum("kbjs,kts->kbjt", u, toeplitz)
+        # State at the end of each block from its own inputs, then the scan.
+        state = ops.einsum("kbjs,kns->kbjn", u, to_end)
+        carried = None
+    else:
+        # The padding in front is a segment of its own (-1; its inputs
+        # are zero anyway).
+        segments = ops.pad(
+            ops.cast(segments, "int32"), [[0, 0], [pad, 0]], constant_values=-1
         )
+        segments = ops.reshape(
+            segments, (ops.shape(segments)[0], -1, block)
+        )  # [B, J, C]
+        same = ops.cast(
+            segments[:, :, :, None] == segments[:, :, None, :], "float32"
+        )  # [B, J, t, s]
+        # The masked Toeplitz differs per block: a product and a sum (a
+        # three-operand einsum is many times slower on CPU).
+        y = ops.sum(
+            toeplitz[:, None, None] * same[None] * u[:, :, :, None, :], -1
+        )
+        last = ops.cast(segments == segments[:, :, -1:], "float32")
+        state = ops.einsum("kbjs,kns->kbjn", u * last[None], to_end)
+        # The segment each block ends in, and the one before it ended in.
+        ends = segments[:, :, -1]
+        before_end = ops.concatenate([segments[:, :1, 0], ends[:, :-1]], 1)
+        # A block keeps the state carried into it iff it has no boundary.
+        kept = ops.cast(ends == before_end, "float32")  # [B, J]
+        decay = decay * kept[None, :, :, None]
+        # Positions of a block still in the segment the last block ended in.
+        carried = ops.cast(segments == before_end[:, :, None], "float32")
+
+    def scan_step(shift, state, decay):
+        widths = [[0, 0], [0, 0], [shift, 0], [0, 0]]
+        earlier = ops.pad(state[:, :, :-shift], widths)
         state = state + decay * earlier
-        decay = decay * decay
-        shift *= 2
-    if blocks > 1:
+        if segments is not None:
+            earlier = ops.pad(decay[:, :, :-shift], widths, constant_values=1)
+            decay = decay * earlier
+        else:
+            decay = decay * decay
+        return shift * 2, state, decay
+
+    if isinstance(blocks, int):
+        shift = 1
+        while shift < blocks:
+            shift, state, decay = scan_step(shift, state, decay)
+    else:  # An unknown length (TF graphs): the same scan as a loop.
+        _, state, decay = ops.while_loop(
+            lambda shift, state, decay: shift < blocks,
+            scan_step,
+            (ops.convert_to_tensor(1, "int32"), state, decay),
+        )
+    if not isinstance(blocks, int) or blocks > 1:
         before = ops.pad(state[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
-        y = y + ops.einsum(
+        incoming = ops.einsum(
             "kbjn,knt->kbjt", before, gamma[:, :, None] * powers[..., 1:]
         )
+        if carried is not None:
+            incoming = incoming * carried[None]
+        y = y + incoming
     y = ops.reshape(y, (ops.shape(y)[0], ops.shape(y)[1], -1))
     return y[..., pad:], ops.transpose(state[:, :, -1], (1, 0, 2))
 
@@ -279,14 +343,21 @@ class MegaEMA(keras.layers.Layer):
             x = x * ops.cast(padding_mask, "float32")[:, :, None]
         return ops.transpose(x, (2, 0, 1))
 
-    def call(self, x, padding_mask=None):
-        """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep.
+    def call(self, x, padding_mask=None, document_ids=None):
+        """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep;
+        `document_ids`: optional int `[B, L]` (packed documents, see
+        `keras_mega.layers.mega_documents`).
 
-        Padded positions are zeroed before the convolution.
+        Padded positions are zeroed before the convolution. With
+        `document_ids` the EMA restarts at every document boundary (in
+        both directions when bidirectional): each token's output is that of
+        its document run alone.
         """
         u = self._masked_channels_first(x, padding_mask)
         length = _static_int(ops.shape(x)[1])
-        if length is None or self.truncation is not None:
+        if document_ids is not None:
+            ema = self._document_ema(u, length, document_ids)
+        elif length is None or self.truncation is not None:
             ema = self._fft_ema(u)
         elif self.bidirectional:
             # The backward EMA is the forward one on the reversed sequence.
@@ -298,6 +369,60 @@ class MegaEMA(keras.layers.Layer):
             ema, _ = block_ema(u, *self.coefficients())
         return self._output(x, ops.transpose(ema, (1, 2, 0)))
 
+    def _document_ema(self, u, length, document_ids):
+        """The EMA restarting at document boundaries, `[D, B, L]`.
+
+        Always the block path (`block_ema` with segments): a convolution
+        over the whole row (the FFT path) would mix documents, and masking
+        its output cannot undo that. A truncated kernel is the full one
+        minus its tail beyond `truncation` lags, and that tail is the EMA
+        state `truncation` steps back, decayed: a second set of channels
+        of the same `block_ema` (with `gamma * q**truncation`), shifted by
+        `truncation` and kept where that state is in the same document.
+        """
+        segments = document_runs(document_ids)
+        p_beta, q, gamma = self.coefficients()
+        if not self.bidirectional:
+            return self._segment_ema(u, segments, p_beta, q, gamma)
+        # The backward EMA is the forward one on the reversed row (whose
+        # documents are the same runs, reversed).
+        p_beta, q, gamma = [ops.split(c, 2, axis=0) for c in (p_beta, q, gamma)]
+        forward = self._segment_ema(u, segments, p_beta[0], q[0], gamma[0])
+        backward = self._segment_ema(
+            ops.flip(u, axis=-1),
+            ops.flip(segments, axis=1),
+            p_beta[1],
+            q[1],
+            gamma[1],
+        )
+        return forward + ops.flip(backward, axis=-1)
+
+    def _segment_ema(self, u, segments, p_beta, q, gamma):
+        """One direction of `_document_ema`: `[K, B, L]`."""
+        if self.truncation is None:
+            return block_ema(u, p_beta, q, gamma, DOCUMENT_EMA_BLOCK, segments)[
+                0
+            ]
+        lag = self.truncation
+        channels = ops.shape(u)[0]
+        tail_gamma = gamma * ops.exp(lag * ops.log(q))
+        both, _ = block_ema(
+            ops.concatenate([u, u], axis=0),
+            ops.concatenate([p_beta, p_beta], axis=0),
+            ops.concatenate([q, q], axis=0),
+            ops.concatenate([gamma, tail_gamma], axis=0),
+            DOCUMENT_EMA_BLOCK,
+            segments,
+        )
+        full, tail = both[:channels], both[channels:]
+        length = ops.shape(u)[-1]
+        # The state `lag` steps back, where it is in the same document.
+        tail = ops.pad(tail, [[0, 0], [0, 0], [lag, 0]])[..., :length]
+        back = ops.pad(segments, [[0, 0], [lag, 0]], constant_values=-1)
+        back = back[:, :length]
+        same = ops.cast(back == segments, "float32")
+        return full - tail * same[None]
+
     def _fft_ema(self, u):
         """The EMA as one FFT convolution: any length, and truncation."""
         kernel = self.kernel(ops.shape(u)[-1])
@@ -306,15 +431,22 @@ class MegaEMA(keras.layers.Layer):
             return fft_convolution(u, forward, backward)
         return fft_convolution(u, kernel)
 
-    def state_at(self, x, position, padding_mask=None):
+    def state_at(self, x, position, padding_mask=None, document_ids=None):
         """The recurrent state after the tokens before `position`.
 
         `h[d, n] = sum_{s < position} q**(position - 1 - s) * p * beta * x_s`,
         computed in parallel from a whole sequence `x` `[B, L, hidden_dim]`
         (later tokens are ignored, not zeroed: zeroed inputs would still
-        decay the state). `position` may be a scalar tensor.
+        decay the state). `position` may be a scalar tensor. With
+        `document_ids` `[B, L]` only the document of token `position - 1`
+        counts (the state restarted where it began).
         """
         u = self._masked_channels_first(x, padding_mask)  # [D, B, L]
+        if document_ids is not None:
+            runs = document_runs(document_ids)
+            last = ops.maximum(ops.convert_to_tensor(position, "int32") - 1, 0)
+            current = ops.take(runs, ops.reshape(last, (1,)), axis=1)
+            u = u * ops.cast(runs == current, "float32")[None]
         p_beta, q, _ = self.coefficients()
         steps = ops.arange(ops.shape(u)[-1], dtype="float32")
         lag = ops.cast(position, "float32") - 1.0 - steps  # [L]
@@ -326,7 +458,14 @@ class MegaEMA(keras.layers.Layer):
     def initial_state(self, batch_size):
         return ops.zeros((batch_size, self.hidden_dim, self.ema_dim), "float32")
 
-    def step(self, x, state=None, padding_mask=None):
+    def step(
+        self,
+        x,
+        state=None,
+        padding_mask=None,
+        document_ids=None,
+        previous_document_ids=None,
+    ):
         """Advances the EMA over a block of tokens as a recurrence.
 
         Args:
@@ -334,6 +473,11 @@ class MegaEMA(keras.layers.Layer):
             state: float32 `[B, hidden_dim, ema_dim]`, the EMA state after the
                 previous tokens (`None`: start of the sequence).
             padding_mask: optional `[B, T]`; masked inputs count as zero.
+            document_ids: optional int `[B, T]`, the tokens' documents
+                (packed documents): the state restarts at each boundary.
+            previous_document_ids: int `[B]`, the document of the token
+                before `x` (needed with `document_ids` and a `state`): a
+                first token of another document does not see `state`.
 
         Returns:
             `(y, new_state)`: the output `[B, T, hidden_dim]`, equal to
@@ -353,8 +497,12 @@ class MegaEMA(keras.layers.Layer):
         u = self._masked_channels_first(x, padding_mask)  # [D, B, T]
         p_beta, q, gamma = self.coefficients()
         length = ops.shape(x)[1]
-        if _static_int(length) is not None:
-            ema, new_state = block_ema(u, p_beta, q, gamma)
+        segments = None
+        if document_ids is not None:
+            segments = document_runs(document_ids)
+        if segments is not None or _static_int(length) is not None:
+            block = EMA_BLOCK if segments is None else DOCUMENT_EMA_BLOCK
+            ema, new_state = block_ema(u, p_beta, q, gamma, block, segments)
         else:
             ema = fft_convolution(u, self.kernel(length))
             new_state = self.state_at(x, length, padding_mask)
@@ -362,10 +510,26 @@ class MegaEMA(keras.layers.Layer):
             state = ops.cast(state, "float32")
             # The old state decays into every position t: q**(t+1) h_prev.
             powers = decay_powers(q, ops.arange(1, length + 1, dtype="float32"))
-            ema = ema + ops.einsum(
+            incoming = ops.einsum(
                 "bdn,dnl->dbl", state, gamma[:, :, None] * powers
             )
-            new_state = new_state + state * powers[..., -1][None]
+            kept = powers[..., -1][None]
+            if document_ids is not None:
+                if previous_document_ids is None:
+                    raise ValueError(
+                        "MegaEMA.step with `document_ids` and a `state` needs "
+                        "`previous_document_ids`, the document of the token "
+                        "before the block."
+                    )
+                # Positions before the first boundary continue the state.
+                new = document_boundaries(document_ids, previous_document_ids)
+                carried = ops.cast(
+                    ops.cumsum(ops.cast(new, "int32"), axis=1) == 0, "float32"
+                )
+                incoming = incoming * carried[None]
+                kept = kept * carried[:, -1:, None]
+            ema = ema + incoming
+            new_state = new_state + state * kept
         return self._output(x, ops.transpose(ema, (1, 2, 0))), new_state
 
     def compute_output_shape(self, input_shape):

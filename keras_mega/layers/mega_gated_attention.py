@@ -5,6 +5,9 @@ from keras import ops
 
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.functional import element_attention_function
+from keras_mega.layers.mega_documents import attention_groups
+from keras_mega.layers.mega_documents import check_document_ids
+from keras_mega.layers.mega_documents import positions_in_documents
 from keras_mega.layers.mega_ema import MegaEMA
 from keras_mega.layers.mega_sublayer import MegaAttentionSublayer
 
@@ -226,6 +229,7 @@ class MegaGatedAttention(MegaAttentionSublayer):
         key_positions,
         key_mask=None,
         training=None,
+        lengths=None,
     ):
         """Single-head attention, chunk by chunk.
 
@@ -238,6 +242,8 @@ class MegaGatedAttention(MegaAttentionSublayer):
                 the causal length of element attention.
             key_mask: `[B, n, K]` bool, real keys: the divisor of
                 non-causal element attention (else all keys count).
+            lengths: optional float32 `[B, n, Q, 1]`: the divisor of element
+                attention, given (packed documents) instead of derived.
 
         Returns:
             `(output [B, n, Q, H], weights [B, n, Q, K] float32)`.
@@ -246,6 +252,8 @@ class MegaGatedAttention(MegaAttentionSublayer):
         key = ops.cast(key, "float32")
         if self.attention_activation == "softmax":
             query = query * self.shared_dim**-0.5
+        elif lengths is not None:
+            query = query / lengths
         else:
             # Divide by the number of keys a query sees: causal, its
             # position + 1; else the chunk's real keys (HF, fairseq).
@@ -264,6 +272,18 @@ class MegaGatedAttention(MegaAttentionSublayer):
         dropped = self.attention_dropout_layer(weights, training=training)
         dropped = ops.cast(dropped, value.dtype)
         return ops.einsum("bnqk,bnkh->bnqh", dropped, value), weights
+
+    def _attention(
+        self, query, key, value, padding_mask, document_ids, training
+    ):
+        if document_ids is None:
+            return self._chunked_attention(
+                query, key, value, padding_mask, training
+            )
+        check_document_ids(document_ids, query[..., 0])
+        return self._packed_attention(
+            query, key, value, padding_mask, document_ids, training
+        )
 
     def _chunked_attention(self, query, key, value, padding_mask, training):
         """Attention over `[B, L, ...]` inputs, in chunks of `chunk_size`."""
@@ -312,6 +332,97 @@ class MegaGatedAttention(MegaAttentionSublayer):
         )
         return attended[:, :length], weights
 
+    def _packed_attention(
+        self, query, key, value, padding_mask, document_ids, training
+    ):
+        """Attention over packed documents `[B, L, ...]`: each query sees
+        the keys of its own document only, and with chunking those of its
+        own chunk counted from the document's start (as if it ran alone).
+
+        Such a chunk can straddle two chunks of the row, so each chunk of
+        queries looks at a window of keys: the row chunk before, its own
+        and (not causal) the one after. Positions inside that window feed
+        the relative bias, which depends only on offsets.
+        """
+        batch_size, length = ops.shape(query)[0], ops.shape(query)[1]
+        if padding_mask is None:
+            key_mask = ops.ones((batch_size, length), "float32")
+        else:
+            key_mask = ops.cast(padding_mask, "float32")
+        groups = attention_groups(
+            positions_in_documents(document_ids), self.chunk_size
+        )
+        if self.chunk_size:
+            chunk = self.chunk_size
+            self.rel_pos_bias.check_length(chunk)
+            pad = (-length) % chunk
+            tensors = [query, key, value, key_mask, groups]
+            tensors = [
+                ops.pad(
+                    t,
+                    [[0, 0], [0, pad]] + [[0, 0]] * (len(t.shape) - 2),
+                    constant_values=-1 if i == 4 else 0,
+                )
+                for i, t in enumerate(tensors)
+            ]
+            tensors = [
+                ops.reshape(
+                    t, (batch_size, -1, chunk) + tuple(ops.shape(t)[2:])
+                )
+                for t in tensors
+            ]
+            query, key, value, key_mask, groups = tensors
+            query_groups = groups
+
+            def window(t, fill=0):
+                def shifted(part, before):
+                    widths = [[0, 0], [1, 0] if before else [0, 1]]
+                    widths += [[0, 0]] * (len(t.shape) - 2)
+                    return ops.pad(part, widths, constant_values=fill)
+
+                parts = [shifted(t[:, :-1], True), t]
+                if not self.causal:
+                    parts.append(shifted(t[:, 1:], False))
+                return ops.concatenate(parts, axis=2)
+
+            key, value, key_mask = window(key), window(value), window(key_mask)
+            key_groups = window(groups, fill=-1)
+            query_positions = chunk + ops.arange(chunk)
+            key_positions = ops.arange(ops.shape(key)[2])
+        else:
+            if isinstance(length, int):
+                self.rel_pos_bias.check_length(length)
+            query, key, value = query[:, None], key[:, None], value[:, None]
+            key_mask = key_mask[:, None]
+            query_groups = key_groups = groups[:, None]
+            query_positions = key_positions = ops.arange(length)
+        same = query_groups[:, :, :, None] == key_groups[:, :, None, :]
+        if self.causal:
+            causal = key_positions[None, :] <= query_positions[:, None]
+            same = ops.logical_and(same, causal)
+        allowed = ops.logical_and(same, ops.cast(key_mask, "bool")[:, :, None])
+        lengths = None
+        if self.attention_activation != "softmax":
+            # The keys the query would see alone: causal, its position in
+            # the chunk + 1; else the chunk's real keys.
+            counted = same if self.causal else allowed
+            lengths = ops.sum(ops.cast(counted, "float32"), -1, keepdims=True)
+            lengths = ops.maximum(lengths, 1.0)
+        attended, weights = self.attend(
+            query,
+            key,
+            value,
+            allowed,
+            query_positions,
+            key_positions,
+            training=training,
+            lengths=lengths,
+        )
+        attended = ops.reshape(
+            attended, (batch_size, -1, self.intermediate_dim)
+        )
+        return attended[:, :length], weights
+
     def _project(self, x, padding_mask, training):
         """Norm, values, EMA and gates of `x` `[B, L, D]`."""
         residual = x
@@ -327,18 +438,26 @@ class MegaGatedAttention(MegaAttentionSublayer):
         padding_mask=None,
         training=None,
         return_attention_scores=False,
+        document_ids=None,
     ):
-        """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep.
+        """`x`: `[B, L, hidden_dim]`; `padding_mask`: `[B, L]`, 1 = keep;
+        `document_ids`: optional int `[B, L]`, packed documents (each
+        maximal run of equal ids is one; nothing crosses a boundary).
 
         Returns `[B, L, hidden_dim]`, and with `return_attention_scores` also
         the attention weights `[B, chunks, chunk, chunk]` (one chunk of `L`
-        when chunking is off; padding added for chunking included).
+        when chunking is off; padding added for chunking included). With
+        `document_ids` and chunking each chunk's weights cover a window of
+        keys: `[B, chunks, chunk, 2 * chunk]` (causal: the chunk before and
+        its own) or `3 * chunk` (and the chunk after).
         """
         residual, x, value = self._project(x, padding_mask, training)
-        ema_output = self.ema_gate(x, padding_mask=padding_mask)
+        ema_output = self.ema_gate(
+            x, padding_mask=padding_mask, document_ids=document_ids
+        )
         u, r, hx, query, key = self._gates(x, ema_output, training)
-        attended, weights = self._chunked_attention(
-            query, key, value, padding_mask, training
+        attended, weights = self._attention(
+            query, key, value, padding_mask, document_ids, training
         )
         out = self._output(residual, u, r, hx, attended, training)
         if return_attention_scores:
@@ -373,7 +492,14 @@ class MegaGatedAttention(MegaAttentionSublayer):
             )
         return max_length
 
-    def prefill(self, x, padding_mask=None, position=0, max_length=None):
+    def prefill(
+        self,
+        x,
+        padding_mask=None,
+        position=0,
+        max_length=None,
+        document_ids=None,
+    ):
         """The full forward, plus the cache for decoding from `position`.
 
         Args:
@@ -386,22 +512,31 @@ class MegaGatedAttention(MegaAttentionSublayer):
                 the current chunk.
             max_length: int. Positions the cache must serve when attention
                 is not chunked (defaults to `L`).
+            document_ids: optional int `[B, L]`, packed documents: the
+                cache is then a packed one (see `call_with_cache`).
 
         Returns:
             `(output [B, L, hidden_dim], cache)`, `cache` a tuple
             `(ema_state [B, D, N] float32, keys [B, W, Z], values [B, W, H])`
-            with `W = chunk_size`, or `max_length` without chunking.
+            with `W = chunk_size`, or `max_length` without chunking. With
+            `document_ids` it has two more entries, see `empty_cache`.
         """
         self._check_decodable()
         length = ops.shape(x)[1]
         window = self.cache_window(max_length or length)
         residual, normed, value = self._project(x, padding_mask, False)
-        ema_output = self.ema_gate(normed, padding_mask=padding_mask)
+        ema_output = self.ema_gate(
+            normed, padding_mask=padding_mask, document_ids=document_ids
+        )
         u, r, hx, query, key = self._gates(normed, ema_output, False)
-        attended, _ = self._chunked_attention(
-            query, key, value, padding_mask, False
+        attended, _ = self._attention(
+            query, key, value, padding_mask, document_ids, False
         )
         out = self._output(residual, u, r, hx, attended, False)
+        if document_ids is not None:
+            return out, self._packed_prefill_cache(
+                normed, key, value, padding_mask, document_ids, position, window
+            )
 
         ema_state = self.ema_gate.state_at(normed, position, padding_mask)
         start = position - position % self.chunk_size if self.chunk_size else 0
@@ -422,11 +557,63 @@ class MegaGatedAttention(MegaAttentionSublayer):
         ]
         return out, (ema_state, key_window, value_window)
 
-    def empty_cache(self, batch_size, max_length):
-        """A cache for decoding from position 0."""
+    def _packed_prefill_cache(
+        self, normed, key, value, padding_mask, document_ids, position, window
+    ):
+        """The packed cache after the tokens before `position`."""
+        batch_size = ops.shape(key)[0]
+        ema_state = self.ema_gate.state_at(
+            normed, position, padding_mask, document_ids=document_ids
+        )
+        positions = positions_in_documents(document_ids)
+        groups = attention_groups(positions, self.chunk_size)
+        if padding_mask is not None:
+            groups = ops.where(ops.cast(padding_mask, "bool"), groups, -1)
+        position = ops.convert_to_tensor(position, "int32")
+        if self.chunk_size:
+            # The last `window` tokens before `position`.
+            start, slot = position, position - window + ops.arange(window)
+            widths = [[window, 0], [window, 0]]
+        else:
+            start, slot = 0, ops.arange(window)
+            widths = [[0, window], [0, window]]
+        seen = ops.logical_and(slot >= 0, slot < position)[None]
+
+        def take(t, fill):
+            rest = [[0, 0]] * (len(t.shape) - 2)
+            t = ops.pad(t, [[0, 0], widths[0]] + rest, constant_values=fill)
+            size = (batch_size, window) + tuple(ops.shape(t)[2:])
+            begin = (0, start) + (0,) * (len(t.shape) - 2)
+            t = ops.slice(t, begin, size)
+            mask = seen if len(t.shape) == 2 else seen[..., None]
+            return ops.where(mask, t, fill)
+
+        last = ops.maximum(position - 1, 0)[None]
+        last_ids = ops.take(ops.cast(document_ids, "int32"), last, axis=1)
+        last_positions = ops.where(
+            position > 0, ops.take(positions, last, axis=1), -1
+        )
+        return (
+            ema_state,
+            take(key, 0),
+            take(value, 0),
+            take(groups, -1),
+            ops.concatenate([last_ids, last_positions], axis=1),
+        )
+
+    def empty_cache(self, batch_size, max_length, document_packing=False):
+        """A cache for decoding from position 0.
+
+        With `document_packing` the cache has two more entries: the
+        attention group of each cached key `[B, W]` int32 (-1: empty slot;
+        see `mega_documents.attention_groups`) and, per row, the document
+        id and the position in its document of the last token fed
+        `[B, 2]` int32. With chunking its keys are then the last `W` tokens
+        (a document's chunk can straddle two chunks of the row).
+        """
         self._check_decodable()
         window = self.cache_window(max_length)
-        return (
+        cache = (
             self.ema_gate.initial_state(batch_size),
             ops.zeros(
                 (batch_size, window, self.shared_dim), self.compute_dtype
@@ -435,8 +622,16 @@ class MegaGatedAttention(MegaAttentionSublayer):
                 (batch_size, window, self.intermediate_dim), self.compute_dtype
             ),
         )
+        if not document_packing:
+            return cache
+        return cache + (
+            ops.full((batch_size, window), -1, "int32"),
+            ops.tile(
+                ops.convert_to_tensor([[0, -1]], "int32"), (batch_size, 1)
+            ),
+        )
 
-    def call_with_cache(self, x, cache, position):
+    def call_with_cache(self, x, cache, position, document_ids=None):
         """Feeds the tokens at `position, ..., position + T - 1`.
 
         Equals `call()` on the whole sequence at these positions. The block
@@ -447,11 +642,27 @@ class MegaGatedAttention(MegaAttentionSublayer):
             x: `[B, T, hidden_dim]`, T >= 1 new tokens (all real).
             cache: from `prefill()`, `empty_cache()` or a previous call.
             position: int or scalar int tensor, position of `x[:, 0]`.
+            document_ids: optional int `[B, T]`, the new tokens' documents,
+                for a packed cache (from `prefill(document_ids=...)` or
+                `empty_cache(document_packing=True)`). A token whose id
+                differs from the previous token's starts a new document:
+                the EMA restarts and the keys of the earlier document are
+                masked. `None` continues the last document.
 
         Returns:
             `(output [B, T, hidden_dim], new_cache)`.
         """
         self._check_decodable()
+        if len(cache) == 5:
+            return self._packed_call_with_cache(
+                x, cache, position, document_ids
+            )
+        if document_ids is not None:
+            raise ValueError(
+                "`document_ids` needs a packed cache: build it with "
+                "`prefill(..., document_ids=...)` or "
+                "`empty_cache(..., document_packing=True)`."
+            )
         ema_state, key_window, value_window = cache
         residual, normed, value = self._project(x, None, False)
         ema_output, ema_state = self.ema_gate.step(normed, ema_state)
@@ -503,15 +714,103 @@ class MegaGatedAttention(MegaAttentionSublayer):
         value_window = ops.take(values, index, axis=1)
         return out, (ema_state, key_window, value_window)
 
-    def compute_output_spec(self, x, return_attention_scores=False, **kwargs):
+    def _packed_call_with_cache(self, x, cache, position, document_ids):
+        """`call_with_cache` with a packed cache (see `empty_cache`)."""
+        ema_state, key_window, value_window, group_window, last = cache
+        batch_size, block = ops.shape(x)[0], ops.shape(x)[1]
+        if document_ids is None:
+            document_ids = ops.tile(last[:, :1], (1, block))
+        check_document_ids(document_ids, x[..., 0])
+        document_ids = ops.cast(document_ids, "int32")
+        positions = positions_in_documents(
+            document_ids, previous=(last[:, 0], last[:, 1])
+        )
+        position = ops.convert_to_tensor(position, "int32")
+        groups = attention_groups(positions, self.chunk_size, offset=position)
+        residual, normed, value = self._project(x, None, False)
+        ema_output, ema_state = self.ema_gate.step(
+            normed,
+            ema_state,
+            document_ids=document_ids,
+            previous_document_ids=last[:, 0],
+        )
+        u, r, hx, query, key = self._gates(normed, ema_output, False)
+
+        window = ops.shape(key_window)[1]
+        keys = ops.concatenate([key_window, ops.cast(key, key_window.dtype)], 1)
+        values = ops.concatenate(
+            [value_window, ops.cast(value, value_window.dtype)], 1
+        )
+        key_groups = ops.concatenate([group_window, groups], axis=1)
+        if self.chunk_size:
+            # Slots hold the last `window` tokens: positions relative to
+            # the first slot.
+            query_pos = window + ops.arange(block, dtype="int32")
+            key_pos = ops.arange(window + block, dtype="int32")
+        else:
+            query_pos = position + ops.arange(block, dtype="int32")
+            window_pos = ops.arange(window, dtype="int32")
+            key_pos = ops.concatenate([window_pos, query_pos])
+            valid = ops.concatenate(
+                [window_pos < position, ops.ones((block,), "bool")]
+            )
+            key_groups = ops.where(valid[None], key_groups, -1)
+        allowed = ops.logical_and(
+            key_groups[:, None, :] == groups[:, :, None],
+            (key_pos[None, :] <= query_pos[:, None])[None],
+        )
+        lengths = ops.sum(ops.cast(allowed, "float32"), -1, keepdims=True)
+        attended, _ = self.attend(
+            query[:, None],
+            keys[:, None],
+            values[:, None],
+            allowed[:, None],
+            query_pos,
+            key_pos,
+            lengths=ops.maximum(lengths, 1.0)[:, None],
+        )
+        out = self._output(residual, u, r, hx, attended[:, 0], False)
+
+        if self.chunk_size:
+            begin = (0, block, 0)
+            key_window = ops.slice(
+                keys, begin, (batch_size, window, ops.shape(keys)[2])
+            )
+            value_window = ops.slice(
+                values, begin, (batch_size, window, ops.shape(values)[2])
+            )
+            group_window = ops.slice(
+                key_groups, (0, block), (batch_size, window)
+            )
+        else:
+            slot_pos = ops.arange(window, dtype="int32")
+            index = ops.where(
+                slot_pos < position, slot_pos, window + slot_pos - position
+            )
+            index = ops.clip(index, 0, window + block - 1)
+            key_window = ops.take(keys, index, axis=1)
+            value_window = ops.take(values, index, axis=1)
+            fed = slot_pos < position + block
+            group_window = ops.where(
+                fed[None], ops.take(key_groups, index, axis=1), -1
+            )
+        last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
+        return out, (ema_state, key_window, value_window, group_window, last)
+
+    def compute_output_spec(
+        self, x, return_attention_scores=False, document_ids=None, **kwargs
+    ):
         output = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
         batch_size, length = x.shape[0], x.shape[1]
         chunk = self.chunk_size or length
         chunks = None if self.chunk_size else 1
+        keys = chunk
+        if document_ids is not None and self.chunk_size:
+            keys = chunk * (2 if self.causal else 3)
         weights = keras.KerasTensor(
-            (batch_size, chunks, chunk, chunk), "float32"
+            (batch_size, chunks, chunk, keys), "float32"
         )
         return output, weights
 

@@ -1,6 +1,9 @@
-"""Mega backbone, tokenizer, preprocessors and task models."""
+"""Mega backbone, tokenizer, preprocessors and task models.
 
-from keras_mega.convert.keras_hub_compat import register_presets as _register
+The public names are `__all__`; the `mega_*` submodules are internal.
+"""
+
+from keras_mega.keras_hub_compat import register_presets as _register
 from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm import MegaCausalLM
 from keras_mega.models.mega_causal_lm_preprocessor import (
@@ -15,6 +18,7 @@ from keras_mega.models.mega_multiple_choice import MegaMultipleChoice
 from keras_mega.models.mega_multiple_choice_preprocessor import (
     MegaMultipleChoicePreprocessor,
 )
+from keras_mega.models.mega_prefix_state import MegaPrefixState
 from keras_mega.models.mega_presets import backbone_presets as _presets
 from keras_mega.models.mega_question_answerer import MegaQuestionAnswerer
 from keras_mega.models.mega_question_answerer_preprocessor import (
@@ -31,3 +35,22 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 
 _register(_presets, MegaBackbone)
+
+__all__ = [
+    "MegaBackbone",
+    "MegaCausalLM",
+    "MegaCausalLMPreprocessor",
+    "MegaLMHead",
+    "MegaMaskedLM",
+    "MegaMaskedLMPreprocessor",
+    "MegaMultipleChoice",
+    "MegaMultipleChoicePreprocessor",
+    "MegaPrefixState",
+    "MegaQuestionAnswerer",
+    "MegaQuestionAnswererPreprocessor",
+    "MegaTextClassifier",
+    "MegaTextClassifierPreprocessor",
+    "MegaTokenClassifier",
+    "MegaTokenClassifierPreprocessor",
+    "MegaTokenizer",
+]

@@ -1,5 +1,7 @@
 """The Mega backbone: embeddings and a stack of `MegaBlock`s."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras_hub.models import Backbone
@@ -7,6 +9,7 @@ from keras_hub.models import Backbone
 from keras_mega.layers.functional import check_kwargs
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.mega_block import MegaBlock
+from keras_mega.layers.mega_documents import check_document_ids
 from keras_mega.models.mega_model_mixin import MegaModelMixin
 
 
@@ -35,6 +38,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
 
     Inputs are a dict: `token_ids` and `padding_mask` (`[B, L]`, 1 = real
     token), plus `segment_ids` when `num_segments > 0`, plus
+    `document_ids` (`[B, L]`) when `document_packing=True`, plus
     `encoder_sequence_output` (`[B, Le, hidden_dim]`) and
     `encoder_padding_mask` when `cross_attention=True`. The output is the
     sequence output `[B, L, hidden_dim]`.
@@ -114,6 +118,20 @@ class MegaBackbone(MegaModelMixin, Backbone):
             slow dimensions carry information across attention chunks (see
             `keras_mega.layers.ema_initializers`).
         ema_max_timescale: float. Slowest EMA timescale of "timescales".
+        document_packing: bool. Rows hold packed documents: the backbone
+            takes a `document_ids` input (int `[B, L]`; each maximal run of
+            equal ids is one document) and nothing crosses a document
+            boundary: the EMA restarts there (both directions when
+            bidirectional) and attention, full or chunked, stays inside the
+            document, chunks counted from the document's start. Each
+            token's output is that of its document run alone (BatchNorm
+            in training mode excepted: its statistics span the batch).
+            The sequence length must be static. Not with cross attention.
+        remat: bool. Rematerialize each block in training: its activations
+            are recomputed in the backward pass instead of kept (Keras'
+            `RematScope("list_of_layers")` over the blocks; the same as
+            building the backbone under that scope yourself). Memory for
+            compute; the outputs and gradients are the same.
         pad_token_id, bos_token_id, eos_token_id: int. Special ids; the
             padding row of the embedding starts at zero.
         dtype: The dtype policy of the layers.
@@ -170,6 +188,8 @@ class MegaBackbone(MegaModelMixin, Backbone):
         ema_gamma_omega_range=1.0,
         ema_init="paper",
         ema_max_timescale=1024.0,
+        document_packing=False,
+        remat=False,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -186,6 +206,14 @@ class MegaBackbone(MegaModelMixin, Backbone):
             )
         chunk_size = check_positive_or_none("chunk_size", chunk_size)
         ffn_dim = ffn_dim or intermediate_dim
+        document_packing = bool(document_packing)
+        if document_packing and cross_attention:
+            raise ValueError(
+                "document_packing=True cannot be combined with "
+                "cross_attention=True: every packed document would need its "
+                "own encoder output. Pack decoder-only models, or give each "
+                "row one document."
+            )
 
         # === Layers ===
         self.token_embedding = keras.layers.Embedding(
@@ -208,43 +236,51 @@ class MegaBackbone(MegaModelMixin, Backbone):
                 dtype=dtype,
                 name="segment_embedding",
             )
-        self.mega_layers = [
-            MegaBlock(
-                hidden_dim,
-                intermediate_dim,
-                shared_dim=shared_dim,
-                ema_dim=ema_dim,
-                bidirectional=bidirectional,
-                causal=causal,
-                chunk_size=chunk_size,
-                truncation=truncation,
-                attention_activation=attention_activation,
-                relative_position_bias=relative_position_bias,
-                max_sequence_length=max_sequence_length,
-                normalization_type=normalization_type,
-                norm_affine=norm_affine,
-                normalize_before_attention=normalize_before_attention,
-                activation=activation,
-                dropout=dropout,
-                hidden_dropout=hidden_dropout,
-                attention_dropout=attention_dropout,
-                feature_dropout=feature_dropout,
-                use_normalized_ffn=use_normalized_ffn,
-                ffn_dim=ffn_dim,
-                normalize_before_ffn=normalize_before_ffn,
-                ffn_activation_dropout=ffn_activation_dropout,
-                cross_attention=cross_attention,
-                initializer_range=initializer_range,
-                ema_delta_alpha_range=ema_delta_alpha_range,
-                ema_beta_range=ema_beta_range,
-                ema_gamma_omega_range=ema_gamma_omega_range,
-                ema_init=ema_init,
-                ema_max_timescale=ema_max_timescale,
-                dtype=dtype,
-                name=f"mega_layer_{i}",
+        # Keras decides remat when a layer is created, not when it is called.
+        remat_scope = contextlib.nullcontext()
+        if remat:
+            remat_scope = keras.RematScope(
+                "list_of_layers",
+                layer_names=[f"mega_layer_{i}" for i in range(num_layers)],
             )
-            for i in range(num_layers)
-        ]
+        with remat_scope:
+            self.mega_layers = [
+                MegaBlock(
+                    hidden_dim,
+                    intermediate_dim,
+                    shared_dim=shared_dim,
+                    ema_dim=ema_dim,
+                    bidirectional=bidirectional,
+                    causal=causal,
+                    chunk_size=chunk_size,
+                    truncation=truncation,
+                    attention_activation=attention_activation,
+                    relative_position_bias=relative_position_bias,
+                    max_sequence_length=max_sequence_length,
+                    normalization_type=normalization_type,
+                    norm_affine=norm_affine,
+                    normalize_before_attention=normalize_before_attention,
+                    activation=activation,
+                    dropout=dropout,
+                    hidden_dropout=hidden_dropout,
+                    attention_dropout=attention_dropout,
+                    feature_dropout=feature_dropout,
+                    use_normalized_ffn=use_normalized_ffn,
+                    ffn_dim=ffn_dim,
+                    normalize_before_ffn=normalize_before_ffn,
+                    ffn_activation_dropout=ffn_activation_dropout,
+                    cross_attention=cross_attention,
+                    initializer_range=initializer_range,
+                    ema_delta_alpha_range=ema_delta_alpha_range,
+                    ema_beta_range=ema_beta_range,
+                    ema_gamma_omega_range=ema_gamma_omega_range,
+                    ema_init=ema_init,
+                    ema_max_timescale=ema_max_timescale,
+                    dtype=dtype,
+                    name=f"mega_layer_{i}",
+                )
+                for i in range(num_layers)
+            ]
 
         # === Functional Model ===
         inputs = {
@@ -258,6 +294,10 @@ class MegaBackbone(MegaModelMixin, Backbone):
         if num_segments:
             inputs["segment_ids"] = keras.Input(
                 shape=(None,), dtype="int32", name="segment_ids"
+            )
+        if document_packing:
+            inputs["document_ids"] = keras.Input(
+                shape=(None,), dtype="int32", name="document_ids"
             )
         if cross_attention:
             inputs["encoder_sequence_output"] = keras.Input(
@@ -279,6 +319,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
                 encoder_sequence_output=inputs.get("encoder_sequence_output"),
                 encoder_padding_mask=inputs.get("encoder_padding_mask"),
                 return_attention_scores=True,
+                document_ids=inputs.get("document_ids"),
             )
         super().__init__(inputs=inputs, outputs=x, dtype=dtype, **kwargs)
 
@@ -316,6 +357,8 @@ class MegaBackbone(MegaModelMixin, Backbone):
         self.ema_gamma_omega_range = ema_gamma_omega_range
         self.ema_init = ema_init
         self.ema_max_timescale = ema_max_timescale
+        self.document_packing = document_packing
+        self.remat = bool(remat)
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
@@ -384,6 +427,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
                 encoder_sequence_output=encoder,
                 encoder_padding_mask=encoder_mask,
                 return_attention_scores=True,
+                document_ids=inputs.get("document_ids"),
             )
             attentions.append(weights)
             cross_attentions.extend(cross)
@@ -422,8 +466,15 @@ class MegaBackbone(MegaModelMixin, Backbone):
         Returns:
             `(sequence_output [B, L, hidden_dim], cache)`: a tuple with one
             `(ema_state, keys, values)` entry per layer. With chunking its
-            size is independent of the sequence length.
+            size is independent of the sequence length. With
+            `document_packing` each entry has two more parts (see
+            `MegaGatedAttention.empty_cache`), and `inputs` may hold
+            `document_ids`; without them each row is one document (as for
+            `generate()`, whose prompts are single documents).
         """
+        document_ids = self._document_ids(
+            inputs.get("document_ids"), inputs["token_ids"]
+        )
         x = self.embed(inputs["token_ids"], inputs.get("segment_ids"))
         caches = []
         for block in self.mega_layers:
@@ -434,6 +485,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
                 max_length=max_length,
                 encoder_sequence_output=inputs.get("encoder_sequence_output"),
                 encoder_padding_mask=inputs.get("encoder_padding_mask"),
+                document_ids=document_ids,
             )
             caches.append(cache)
         return x, tuple(caches)
@@ -441,7 +493,9 @@ class MegaBackbone(MegaModelMixin, Backbone):
     def empty_cache(self, batch_size, max_length):
         """A cache for decoding from position 0 (streaming from scratch)."""
         return tuple(
-            block.mega_layer.empty_cache(batch_size, max_length)
+            block.mega_layer.empty_cache(
+                batch_size, max_length, document_packing=self.document_packing
+            )
             for block in self.mega_layers
         )
 
@@ -453,13 +507,20 @@ class MegaBackbone(MegaModelMixin, Backbone):
         segment_ids=None,
         encoder_sequence_output=None,
         encoder_padding_mask=None,
+        document_ids=None,
     ):
         """Feeds a block of tokens `[B, T]` at `position`.
 
         Returns `(sequence_output [B, T, hidden_dim], new_cache)`, equal to
         the full forward at these positions. Blocks may have any length and
         cross chunk boundaries, e.g. to score a long document as a stream.
+        With `document_packing`, `document_ids` `[B, T]` gives the new
+        tokens' documents: a token whose id differs from the previous
+        token's starts a new document (the EMA restarts, earlier keys are
+        masked). `None` continues each row's last document.
         """
+        if document_ids is not None:
+            self._document_ids(document_ids, token_ids)
         x = self.embed(token_ids, segment_ids)
         caches = []
         for block, layer_cache in zip(self.mega_layers, cache):
@@ -469,9 +530,48 @@ class MegaBackbone(MegaModelMixin, Backbone):
                 position,
                 encoder_sequence_output=encoder_sequence_output,
                 encoder_padding_mask=encoder_padding_mask,
+                document_ids=document_ids,
             )
             caches.append(layer_cache)
         return x, tuple(caches)
+
+    # --- Packed documents ---
+
+    def _document_ids(self, document_ids, token_ids):
+        """Checked `document_ids` for `prefill`/`call_with_cache`."""
+        if not self.document_packing:
+            if document_ids is not None:
+                raise ValueError(self._unexpected_document_ids())
+            return None
+        if document_ids is None:
+            return keras.ops.zeros_like(token_ids, dtype="int32")
+        return check_document_ids(document_ids, token_ids)
+
+    def _unexpected_document_ids(self):
+        return (
+            "Got `document_ids`, but this MegaBackbone was built without "
+            "document_packing=True, so it would attend across documents. "
+            "Build it with MegaBackbone(..., document_packing=True), or "
+            "drop `document_ids`."
+        )
+
+    def _check_inputs(self, x):
+        super()._check_inputs(x)
+        if not isinstance(x, dict):
+            return
+        packing = getattr(self, "document_packing", False)
+        if "document_ids" in x and not packing:
+            raise ValueError(self._unexpected_document_ids())
+        if packing:
+            if x.get("document_ids") is None:
+                raise ValueError(
+                    "This MegaBackbone has document_packing=True: its inputs "
+                    "need `document_ids` (int [batch, length], one id per "
+                    "token, each maximal run of equal ids one document). For "
+                    "unpacked rows pass zeros, e.g. "
+                    "np.zeros_like(token_ids)."
+                )
+            check_document_ids(x["document_ids"], x.get("token_ids"))
 
     # --- keras-hub hooks: LoRA, GPTQ/AWQ ---
 
@@ -617,6 +717,6 @@ CONFIG_KEYS = (
     "hidden_dropout attention_dropout ffn_activation_dropout feature_dropout "
     "num_segments cross_attention initializer_range ema_delta_alpha_range "
     "ema_beta_range ema_gamma_omega_range ema_init ema_max_timescale "
-    "pad_token_id bos_token_id "
+    "document_packing remat pad_token_id bos_token_id "
     "eos_token_id"
 ).split()

@@ -1,5 +1,7 @@
 """Behaviour shared by every keras-mega model (backbone and tasks)."""
 
+import threading
+
 import keras
 import numpy as np
 
@@ -8,15 +10,25 @@ from keras_mega.models.mega_preset_io import MegaPresetMixin
 from keras_mega.models.mega_quantization import MegaQuantizationMixin
 
 
+def host_values(token_ids):
+    """The token ids copied to the host (a NumPy array).
+
+    The one place the input checks read values off the device: on a GPU
+    this is a sync, so it runs once per `fit`/`predict`/`evaluate`, never
+    per step (`tests/test_host_checks.py` counts the calls).
+    """
+    return np.asarray(keras.ops.convert_to_numpy(token_ids))
+
+
 def check_token_ids(token_ids, vocabulary_size):
     """Raises a `ValueError` naming the first id outside the vocabulary.
 
     Only concrete values are checked (eager calls, and arrays handed to
     `fit`/`predict`/`evaluate`); traced values pass through.
     """
-    if token_ids is None or not is_concrete(token_ids):
+    if token_ids is None or _STATE.ids_checked or not is_concrete(token_ids):
         return
-    ids = np.asarray(keras.ops.convert_to_numpy(token_ids))
+    ids = host_values(token_ids)
     if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
         return
     bad = (ids < 0) | (ids >= vocabulary_size)
@@ -29,8 +41,70 @@ def check_token_ids(token_ids, vocabulary_size):
         )
 
 
+def has_concrete_ids(x):
+    """Whether `x` is an input dict whose `token_ids` hold values."""
+    if not isinstance(x, dict) or x.get("token_ids") is None:
+        return False
+    return is_concrete(x["token_ids"])
+
+
+class _CheckState(threading.local):
+    """Which calls still check their token ids (per thread).
+
+    `scopes` maps `id(model)` to the `_InputCheckScope` of the `fit`/
+    `predict`/`evaluate` running on it (or on the task holding it: JAX's
+    steps run the task's `call`, not its `__call__`, so the backbone sees
+    the inputs first). `depth` counts the checked `__call__`s under way: a
+    model called inside one (the backbone inside its task) has had its ids
+    checked already. `ids_checked` is set while a model whose ids were
+    checked runs its other input checks (shapes, `document_ids`, ...):
+    those still run on every call, without reading any values.
+    """
+
+    def __init__(self):
+        self.scopes = {}
+        self.depth = 0
+        self.ids_checked = False
+
+
+_STATE = _CheckState()
+
+
+class _InputCheckScope:
+    """Marks `model` (and the Mega models inside it) as inside a `fit`/
+    `predict`/`evaluate` call.
+
+    Its `mode` is `"done"` when the inputs were checked up front (the steps
+    check nothing) or `"pending"` (a dataset or generator: the first step
+    with concrete ids checks them, the rest do not). `validation_checked`
+    (in `fit`) says whether `validation_data` was checked up front.
+    """
+
+    def __init__(self, model, checked, validation_checked=False):
+        self.mode = "done" if checked else "pending"
+        self.validation_checked = validation_checked
+        self.keys = [id(model)] + [
+            id(layer)
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, MegaModelMixin)
+        ]
+
+    def __enter__(self):
+        self.previous = [_STATE.scopes.get(key) for key in self.keys]
+        for key in self.keys:
+            _STATE.scopes[key] = self
+        return self
+
+    def __exit__(self, *exc_info):
+        for key, previous in zip(self.keys, self.previous):
+            if previous is None:
+                _STATE.scopes.pop(key, None)
+            else:
+                _STATE.scopes[key] = previous
+
+
 # Inputs whose last axis is the token sequence.
-SEQUENCE_INPUTS = ("token_ids", "padding_mask", "segment_ids")
+SEQUENCE_INPUTS = ("token_ids", "padding_mask", "segment_ids", "document_ids")
 
 
 def export_shape(name, shape, sequence_length):
@@ -66,14 +140,46 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         return getattr(backbone, "vocabulary_size", None)
 
     def _check_inputs(self, x):
+        """Refuses bad inputs `x` (token ids out of range, ...); subclasses
+        add their checks. Reads only concrete values."""
         vocabulary_size = self._vocabulary_size()
         if vocabulary_size is not None and isinstance(x, dict):
             check_token_ids(x.get("token_ids"), vocabulary_size)
 
+    def _checked_inputs(self, x):
+        """Checks `x`; returns whether its values were at hand (concrete
+        token ids), so that the steps need not check them again."""
+        self._check_inputs(x)
+        return has_concrete_ids(x)
+
     def __call__(self, *args, **kwargs):
-        if args:
-            self._check_inputs(args[0])
-        return super().__call__(*args, **kwargs)
+        # Eager direct calls check every time. Inside `fit`/`predict`/
+        # `evaluate` the inputs were checked once up front (or the first
+        # batch of a dataset is), and a model called inside a checked call
+        # (the backbone in its task) does not read them again: no per-step
+        # copy of the ids to the host.
+        scope = _STATE.scopes.get(id(self))
+        done = scope is not None and scope.mode == "done"
+        nested = _STATE.depth > 0
+        checked = False
+        if args and not nested and not done:
+            checked = self._checked_inputs(args[0])
+            if checked and scope is not None:
+                scope.mode = "done"
+        elif args:
+            # The other checks read no values: they run as before.
+            previous, _STATE.ids_checked = _STATE.ids_checked, True
+            try:
+                self._check_inputs(args[0])
+            finally:
+                _STATE.ids_checked = previous
+        if not (checked or done or nested):
+            return super().__call__(*args, **kwargs)
+        _STATE.depth += 1
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _STATE.depth -= 1
 
     def _check_labels(self, x, y):
         """Hook: refuses labels the task's head cannot have (tasks).
@@ -83,24 +189,32 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         """
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_inputs(x)
+        checked = self._checked_inputs(x)
         self._check_labels(x, y)
         validation = kwargs.get("validation_data")
+        validation_checked = False
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
-            self._check_inputs(validation[0])
+            validation_checked = self._checked_inputs(validation[0])
             self._check_labels(validation[0], validation[1])
-        return super().fit(x, y, *args, **kwargs)
+        with _InputCheckScope(self, checked, validation_checked):
+            return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        # `fit` evaluates its validation data every epoch; it checked it.
-        if not kwargs.get("_use_cached_eval_dataset"):
-            self._check_inputs(x)
+        # `fit` evaluates its validation data every epoch; it checked arrays
+        # up front, and the first batch of a dataset is checked here.
+        if kwargs.get("_use_cached_eval_dataset"):
+            scope = _STATE.scopes.get(id(self))
+            checked = scope is not None and scope.validation_checked
+        else:
+            checked = self._checked_inputs(x)
             self._check_labels(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        with _InputCheckScope(self, checked):
+            return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self._check_inputs(x)
-        return super().predict(x, *args, **kwargs)
+        checked = self._checked_inputs(x)
+        with _InputCheckScope(self, checked):
+            return super().predict(x, *args, **kwargs)
 
     def export(
         self, filepath, format="tf_saved_model", sequence_length=None, **kwargs

@@ -151,7 +151,11 @@ class MegaPresetMixin:
 
         preset = resolve_preset(preset, cls.__name__)
         load_weights = args[0] if args else kwargs.get("load_weights", True)
-        kwargs = cls._preset_kwargs(preset, kwargs, load_weights)
+        from keras_mega import keras_hub_compat as compat
+
+        if not compat.keras_loader_rebound():
+            # Else the loader runs the hook, for keras-hub's base classes too.
+            kwargs = cls._preset_kwargs(preset, kwargs, load_weights)
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message=OPTIMIZER_WARNING, category=UserWarning

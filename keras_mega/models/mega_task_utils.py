@@ -246,7 +246,7 @@ def warn_new_head(preset, cls_name, trained, requested, stacklevel=3):
 
 def is_keras_preset(preset):
     """Whether `preset` is a Keras preset (not an HF directory)."""
-    from keras_mega.convert import keras_hub_compat as compat
+    from keras_mega import keras_hub_compat as compat
 
     if not isinstance(preset, str) or not compat.check_file_exists(
         preset, "config.json"
@@ -257,7 +257,7 @@ def is_keras_preset(preset):
 
 def saved_task_config(preset, cls):
     """The `task.json` config of a Keras preset holding a `cls`, or None."""
-    from keras_mega.convert import keras_hub_compat as compat
+    from keras_mega import keras_hub_compat as compat
 
     if not isinstance(preset, str) or not compat.check_file_exists(
         preset, "task.json"

@@ -1,0 +1,260 @@
+"""Peak memory of one training step, with and without rematerialization.
+
+    KERAS_BACKEND=jax python benchmarks/remat_memory.py
+        [--lengths 16384,65536,262144] [--cap-gib 8] [--search]
+        [--out benchmarks/remat_memory.jsonl] [--quick]
+
+The LRA-Text-sized encoder of `compare_hf.py` (4 layers, hidden 128,
+intermediate 256, shared 64, EMA 16, ScaleNorm post-norm, softmax,
+bidirectional, rotary) with chunk 128, batch 1, one `train_on_batch` step
+(forward, backward, AdamW; compiled) at each length, with and without
+`keras.RematScope("list_of_layers", layer_names=[blocks])`. Every run is
+its own subprocess; its peak RSS comes from `resource.getrusage` (the
+baseline before the step is reported too). A watchdog stops a run whose RSS
+passes `--cap-gib`, and a length whose peak, extrapolated linearly from the
+shorter lengths already measured, would pass the cap is skipped.
+`--search` keeps doubling the length past the last one while the
+prediction fits, to find the longest length that fits the cap; the length
+that would fit in 24 GiB is then extrapolated linearly from the measured
+growth (labelled as extrapolated). Writes JSON lines and prints a table.
+
+On JAX, `MegaBlock` needs its non-tensor arguments kept static under
+`jax.checkpoint` (see tests/test_remat.py); until `MegaBlock` has it, this
+script applies the same patch and says so.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CONFIG = dict(
+    vocabulary_size=1000,
+    num_layers=4,
+    hidden_dim=128,
+    intermediate_dim=256,
+    ffn_dim=256,
+    shared_dim=64,
+    ema_dim=16,
+    normalization_type="scalenorm",
+    normalize_before_attention=False,
+    normalize_before_ffn=False,
+    attention_activation="softmax",
+    bidirectional=True,
+    relative_position_bias="rotary",
+    chunk_size=128,
+    dropout=0.0,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    ffn_activation_dropout=0.0,
+)
+GIB = 1024**3
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(length, remat):
+    import keras
+    import numpy as np
+
+    from keras_mega.models import MegaBackbone
+
+    keras.utils.set_random_seed(0)
+    # The same as building under keras.RematScope("list_of_layers") over
+    # the blocks (tests/test_remat.py).
+    backbone = MegaBackbone(**CONFIG, remat=remat)
+    ids = np.random.default_rng(0).integers(3, 1000, (1, length))
+    inputs = {
+        "token_ids": ids.astype("int32"),
+        "padding_mask": np.ones_like(ids),
+    }
+    target = np.zeros((1, length, CONFIG["hidden_dim"]), "float32")
+    backbone.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        loss="mse",
+        jit_compile=keras.config.backend() != "torch",
+    )
+    baseline = rss_mb()
+    start = time.perf_counter()
+    loss = backbone.train_on_batch(inputs, target)
+    step_s = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "baseline_mb": baseline,
+                "peak_mb": rss_mb(),
+                "first_step_s": step_s,
+                "loss": float(loss),
+            }
+        )
+    )
+
+
+def run(length, remat, cap_bytes):
+    """Runs one measurement in a subprocess under the RSS watchdog."""
+    cmd = [sys.executable, __file__, "--child", str(length)]
+    if remat:
+        cmd.append("--remat")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak_seen = 0
+    stopped = False
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
+                        peak_seen = max(peak_seen, rss)
+        except FileNotFoundError:
+            break
+        if peak_seen > cap_bytes:
+            proc.kill()
+            stopped = True
+            break
+        time.sleep(0.2)
+    out, _ = proc.communicate()
+    row = {"length": length, "remat": remat}
+    if stopped:
+        row.update(
+            status="stopped at cap",
+            peak_mb=peak_seen / 2**20,
+        )
+        return row
+    if proc.returncode != 0:
+        row.update(status=f"failed (exit {proc.returncode})")
+        return row
+    row.update(json.loads(out.strip().splitlines()[-1]), status="ok")
+    return row
+
+
+def linear_fit(rows):
+    """`(a, b)` with peak_mb = a + b * length, from the two longest runs."""
+    ok = sorted(
+        (r for r in rows if r["status"] == "ok"), key=lambda r: r["length"]
+    )
+    if len(ok) < 2:
+        return None
+    r0, r1 = ok[-2], ok[-1]
+    b = (r1["peak_mb"] - r0["peak_mb"]) / (r1["length"] - r0["length"])
+    return r1["peak_mb"] - b * r1["length"], b
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", type=int, default=None)
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--lengths", default="16384,65536,262144")
+    parser.add_argument("--cap-gib", type=float, default=8.0)
+    parser.add_argument("--search", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/remat_memory.jsonl")
+    args = parser.parse_args()
+    if args.child is not None:
+        return child(args.child, args.remat)
+    if args.quick:
+        args.lengths = "4096,16384"
+    lengths = [int(x) for x in args.lengths.split(",")]
+    cap_mb = args.cap_gib * 1024
+    import keras
+
+    backend = keras.config.backend()
+    rows = {False: [], True: []}
+    for remat in (False, True):
+        todo = list(lengths)
+        while todo:
+            length = todo.pop(0)
+            fit = linear_fit(rows[remat])
+            predicted = fit and fit[0] + fit[1] * length
+            if predicted and predicted > cap_mb:
+                row = {
+                    "length": length,
+                    "remat": remat,
+                    "status": f"skipped: predicted {predicted / 1024:.1f} "
+                    f"GiB > cap {args.cap_gib:g} GiB",
+                    "predicted_peak_mb": predicted,
+                }
+            else:
+                row = run(length, remat, args.cap_gib * GIB)
+            row.update(backend=backend, chunk_size=CONFIG["chunk_size"])
+            rows[remat].append(row)
+            print(json.dumps(row), flush=True)
+            if args.search and not todo and row["status"] == "ok":
+                todo.append(length * 2)
+
+    summary = []
+    for remat in (False, True):
+        ok = [r for r in rows[remat] if r["status"] == "ok"]
+        fit = linear_fit(rows[remat])
+        entry = {
+            "summary": True,
+            "remat": remat,
+            "backend": backend,
+            "cap_gib": args.cap_gib,
+            "longest_measured_within_cap": max(
+                (r["length"] for r in ok), default=None
+            ),
+        }
+        if fit:
+            entry.update(
+                growth_mb_per_1k_tokens=fit[1] * 1024,
+                extrapolated_length_at_cap=int((cap_mb - fit[0]) / fit[1]),
+                extrapolated_length_at_24_gib=int(
+                    (24 * 1024 - fit[0]) / fit[1]
+                ),
+            )
+        summary.append(entry)
+    with open(args.out, "a") as f:
+        for remat in (False, True):
+            for row in rows[remat]:
+                f.write(json.dumps(row) + "\n")
+        for entry in summary:
+            f.write(json.dumps(entry) + "\n")
+
+    print(f"\nPeak RSS of one training step, backend {backend}, chunk 128:")
+    print("| tokens | without remat (MB) | with remat (MB) | ratio |")
+    print("|---|---|---|---|")
+    by_length = {}
+    for remat in (False, True):
+        for row in rows[remat]:
+            by_length.setdefault(row["length"], {})[remat] = row
+
+    def cell(row):
+        if row is None:
+            return "not run"
+        if row["status"] == "ok":
+            return f"{row['peak_mb']:.0f} (step {row['first_step_s']:.0f} s)"
+        return row["status"]
+
+    for length in sorted(by_length):
+        plain, rem = by_length[length].get(False), by_length[length].get(True)
+        ratio = (
+            f"{rem['peak_mb'] / plain['peak_mb']:.2f}"
+            if plain and rem and plain["status"] == rem["status"] == "ok"
+            else ""
+        )
+        print(f"| {length} | {cell(plain)} | {cell(rem)} | {ratio} |")
+    for entry in summary:
+        name = "with remat" if entry["remat"] else "without remat"
+        print(
+            f"{name}: longest measured within {args.cap_gib:g} GiB: "
+            f"{entry['longest_measured_within_cap']} tokens"
+            + (
+                f"; growth {entry['growth_mb_per_1k_tokens']:.1f} MB per 1K "
+                f"tokens; extrapolated: {entry['extrapolated_length_at_cap']}"
+                f" tokens at {args.cap_gib:g} GiB, "
+                f"{entry['extrapolated_length_at_24_gib']} at 24 GiB"
+                if "growth_mb_per_1k_tokens" in entry
+                else ""
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

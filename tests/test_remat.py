@@ -1,0 +1,142 @@
+"""Rematerialization of Mega's blocks with Keras' own `keras.RematScope`.
+
+Blocks created under `keras.RematScope("list_of_layers", layer_names=...)`
+(their names: `mega_layer_{i}`) are wrapped by Keras' `remat`: JAX's
+`jax.checkpoint`, TensorFlow's `tf.recompute_grad`, torch's
+`torch.utils.checkpoint`. The numpy and OpenVINO backends have no remat
+(Keras warns and runs the plain call): this module is skipped there.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras.src.backend.common import remat as keras_remat
+
+from keras_mega.models import MegaBackbone
+
+BACKEND = keras.config.backend()
+pytestmark = pytest.mark.skipif(
+    BACKEND not in ("jax", "tensorflow", "torch"),
+    reason=f"Keras has no rematerialization on the {BACKEND} backend.",
+)
+BLOCKS = ["mega_layer_0", "mega_layer_1"]
+
+
+def encoder(**kwargs):
+    return MegaBackbone(
+        **kwargs,
+        vocabulary_size=40,
+        num_layers=2,
+        hidden_dim=16,
+        intermediate_dim=24,
+        shared_dim=8,
+        ema_dim=4,
+        chunk_size=4,
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        ffn_activation_dropout=0.0,
+    )
+
+
+def count_block_calls(model):
+    calls = {}
+    for block in model.mega_layers:
+        call = block.call
+
+        def counted(*args, _call=call, _name=block.name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _call(*args, **kwargs)
+
+        counted.layer_name = block.name
+        block.call = counted
+    return calls
+
+
+def loss_gradients(model, inputs):
+    """Gradients of sum(output**2) w.r.t. the trainable weights, and on
+    JAX whether the gradient's program contains a checkpoint."""
+    if BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):
+            y, _ = model.stateless_call(
+                trainable, frozen, inputs, training=True
+            )
+            return (y**2).sum()
+
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(trainable))
+        grads = jax.grad(loss)(trainable)
+        # `jax.checkpoint`'s primitive ("remat" or "checkpoint" by version).
+        checkpointed = "remat" in jaxpr or "checkpoint" in jaxpr
+        return [np.asarray(g) for g in grads], checkpointed
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            y = model(inputs, training=True)
+            loss = tf.reduce_sum(y**2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        assert all(g is not None for g in grads)
+        return [np.asarray(tf.convert_to_tensor(g)) for g in grads], None
+    y = model(inputs, training=True)
+    (y**2).sum().backward()
+    grads = [v.value.grad for v in model.trainable_variables]
+    assert all(g is not None for g in grads)
+    return [g.numpy().copy() for g in grads], None
+
+
+def check_remat(monkeypatch, option=False):
+    plain = encoder()
+    if option:
+        rematerialized = encoder(remat=True)
+    else:
+        with keras.RematScope("list_of_layers", layer_names=BLOCKS):
+            rematerialized = encoder()
+    rematerialized.set_weights(plain.get_weights())
+    ids = np.random.default_rng(0).integers(3, 40, (2, 12)).astype("int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+
+    wrapped = []
+    remat = keras_remat.remat
+
+    def spy(f):
+        wrapped.append(getattr(f, "layer_name", None))
+        return remat(f)
+
+    monkeypatch.setattr(keras_remat, "remat", spy)
+    plain_calls = count_block_calls(plain)
+    remat_calls = count_block_calls(rematerialized)
+
+    expected, plain_checkpointed = loss_gradients(plain, inputs)
+    assert not wrapped  # No remat outside the scope.
+    got, checkpointed = loss_gradients(rematerialized, inputs)
+
+    # Keras wrapped exactly the blocks...
+    assert sorted({name for name in wrapped if name}) == BLOCKS
+    # ...and it took effect: the backward pass ran each block again (eager
+    # TensorFlow and torch), or the JAX program holds a checkpoint.
+    if BACKEND == "jax":
+        assert checkpointed and not plain_checkpointed
+    else:
+        assert plain_calls == dict.fromkeys(BLOCKS, 1)
+        assert remat_calls == dict.fromkeys(BLOCKS, 2)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-6, rtol=0)
+
+
+def test_remat_scope_gradients_equal_and_blocks_are_recomputed(monkeypatch):
+    """On JAX, `MegaBlock.rematerialized_call` keeps the block's Python
+    arguments (`training`, `None` inputs) out of `jax.checkpoint`."""
+    check_remat(monkeypatch)
+
+
+def test_remat_option_is_the_scope_over_the_blocks(monkeypatch):
+    check_remat(monkeypatch, option=True)
+    config = encoder(remat=True).get_config()
+    assert config["remat"] is True
+    assert MegaBackbone.from_config(config).remat is True
