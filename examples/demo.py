@@ -24,12 +24,9 @@ It runs on the backend Keras is set to (`KERAS_BACKEND`, else
 """
 
 import argparse
-import contextlib
-import logging
 import os
 import tempfile
 import time
-import warnings
 
 # Quieter TensorFlow logs (keras-hub imports TF on every backend).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -158,32 +155,6 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _not_grain_threads(record):
-    return "is smaller than num_threads" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def quiet_keras_hub():
-    """Silences two warnings about keras-hub 0.32's own choices.
-
-    `fit`/`predict` on arrays build a Grain pipeline whose read-ahead (8
-    batches) is below Grain's default thread count (16), and Grain logs a
-    warning for each pipeline. `from_preset` of a task saved after training
-    warns that the saved optimizer state is not loaded (a fresh optimizer
-    has no variables yet); all the weights are loaded.
-    """
-    absl = logging.getLogger("absl")
-    absl.addFilter(_not_grain_threads)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="Skipping variable loading for optimizer"
-            )
-            yield
-    finally:
-        absl.removeFilter(_not_grain_threads)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -222,19 +193,18 @@ def main(argv=None):
         f"classes; {baselines} (validation set of {len(y_val)})"
     )
     start = time.time()
-    with quiet_keras_hub():
-        classifier.fit(
-            x_train,
-            y_train,
-            batch_size=32,
-            epochs=s["epochs"],
-            steps_per_epoch=s["steps_per_epoch"],
-            shuffle=False,  # fresh random examples; keras-hub ignores it
-            validation_data=(x_val, y_val),
-            callbacks=[StopAt(s["stop_at"])],
-        )
-        seconds = time.time() - start
-        logits = classifier.predict(x_val, batch_size=128, verbose=0)
+    classifier.fit(
+        x_train,
+        y_train,
+        batch_size=32,
+        epochs=s["epochs"],
+        steps_per_epoch=s["steps_per_epoch"],
+        shuffle=False,  # fresh random examples; keras-hub ignores it
+        validation_data=(x_val, y_val),
+        callbacks=[StopAt(s["stop_at"])],
+    )
+    seconds = time.time() - start
+    logits = classifier.predict(x_val, batch_size=128, verbose=0)
     accuracy = float((logits.argmax(-1) == y_val).mean())
     trained = int(keras.ops.convert_to_numpy(classifier.optimizer.iterations))
     print(
@@ -242,7 +212,7 @@ def main(argv=None):
         f"{seconds:.0f} s of training ({baselines})"
     )
 
-    with tempfile.TemporaryDirectory() as tmp, quiet_keras_hub():
+    with tempfile.TemporaryDirectory() as tmp:
         preset = args.out or os.path.join(tmp, "mega_demo_classifier")
         classifier.save_to_preset(preset)
         reloaded = keras_mega.models.MegaTextClassifier.from_preset(

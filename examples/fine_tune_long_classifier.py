@@ -34,8 +34,6 @@ A tiny byte-level BPE tokenizer is trained on the generated text, and
 """
 
 import argparse
-import contextlib
-import logging
 import os
 import tempfile
 import time
@@ -77,23 +75,6 @@ SMOKE = dict(
     epochs=3,
     num_layers=1,
 )
-
-
-def _not_grain_threads(record):
-    return "is smaller than num_threads" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def quiet_grain():
-    """Silences the warning Grain logs for each pipeline keras-hub 0.32
-    builds from arrays or strings (its read-ahead of 8 batches is below
-    Grain's 16 threads)."""
-    absl = logging.getLogger("absl")
-    absl.addFilter(_not_grain_threads)
-    try:
-        yield
-    finally:
-        absl.removeFilter(_not_grain_threads)
 
 
 def make_documents(count, seq_len, num_classes, key_window, seed):
@@ -201,21 +182,20 @@ def main(argv=None):
     )
 
     start = time.time()
-    with quiet_grain():
-        classifier.fit(
-            x_train,
-            y_train,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            # keras-hub 0.32 does not shuffle arrays (and warns if asked);
-            # the documents come in random order.
-            shuffle=False,
-            verbose=2,
-        )
-        seconds = time.time() - start
-        _, accuracy = classifier.evaluate(
-            x_test, y_test, batch_size=args.batch_size, verbose=0
-        )
+    classifier.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        # keras-hub 0.32 does not shuffle arrays (and warns if asked);
+        # the documents come in random order.
+        shuffle=False,
+        verbose=2,
+    )
+    seconds = time.time() - start
+    _, accuracy = classifier.evaluate(
+        x_test, y_test, batch_size=args.batch_size, verbose=0
+    )
     tokens = args.num_train * args.epochs * args.seq_len
     print(f"training: {seconds:.1f} s, {tokens / seconds:,.0f} tokens/s")
     print(f"test accuracy: {accuracy:.3f} (chance {1 / args.num_classes:.3f})")

@@ -12,8 +12,6 @@ cache: per layer an EMA state plus one chunk of keys/values.
 """
 
 import argparse
-import contextlib
-import logging
 import os
 import tempfile
 
@@ -29,23 +27,6 @@ TEXT = [
     "a moving average carries the past into the present.",
     "mega attends within chunks and remembers across them.",
 ] * 8
-
-
-def _not_grain_threads(record):
-    return "is smaller than num_threads" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def quiet_grain():
-    """Silences the warning Grain logs for each pipeline keras-hub 0.32
-    builds from arrays or strings (its read-ahead of 8 batches is below
-    Grain's 16 threads)."""
-    absl = logging.getLogger("absl")
-    absl.addFilter(_not_grain_threads)
-    try:
-        yield
-    finally:
-        absl.removeFilter(_not_grain_threads)
 
 
 def small_model(directory, steps):
@@ -89,8 +70,7 @@ def small_model(directory, steps):
     )
     model.compile(optimizer=keras.optimizers.AdamW(3e-3))
     # keras-hub 0.32 does not shuffle (and warns if asked).
-    with quiet_grain():
-        model.fit(TEXT, batch_size=8, epochs=steps, shuffle=False, verbose=2)
+    model.fit(TEXT, batch_size=8, epochs=steps, shuffle=False, verbose=2)
     return model
 
 

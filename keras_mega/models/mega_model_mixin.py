@@ -1,5 +1,7 @@
 """Behaviour shared by every keras-mega model (backbone and tasks)."""
 
+import contextlib
+import logging
 import threading
 
 import keras
@@ -103,6 +105,24 @@ class _InputCheckScope:
                 _STATE.scopes[key] = previous
 
 
+def _not_grain_threads(record):
+    return "is smaller than num_threads" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_grain_threads():
+    """Silences the warning Grain logs for each pipeline keras-hub 0.32
+    builds in `fit`/`predict`/`evaluate` from arrays or strings: its
+    read-ahead (8 batches) is below Grain's thread count (16), a choice of
+    keras-hub's that a user cannot change."""
+    absl = logging.getLogger("absl")
+    absl.addFilter(_not_grain_threads)
+    try:
+        yield
+    finally:
+        absl.removeFilter(_not_grain_threads)
+
+
 # Inputs whose last axis is the token sequence.
 SEQUENCE_INPUTS = ("token_ids", "padding_mask", "segment_ids", "document_ids")
 
@@ -197,7 +217,8 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
             validation_checked = self._checked_inputs(validation[0])
             self._check_labels(validation[0], validation[1])
         with _InputCheckScope(self, checked, validation_checked):
-            return super().fit(x, y, *args, **kwargs)
+            with quiet_grain_threads():
+                return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         # `fit` evaluates its validation data every epoch; it checked arrays
@@ -208,12 +229,12 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         else:
             checked = self._checked_inputs(x)
             self._check_labels(x, y)
-        with _InputCheckScope(self, checked):
+        with _InputCheckScope(self, checked), quiet_grain_threads():
             return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         checked = self._checked_inputs(x)
-        with _InputCheckScope(self, checked):
+        with _InputCheckScope(self, checked), quiet_grain_threads():
             return super().predict(x, *args, **kwargs)
 
     def export(
