@@ -245,6 +245,11 @@ def test_packing_refuses_cross_attention():
         backbone(causal=True, cross_attention=True)
 
 
+def test_document_packing_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"document_packing='yes'"):
+        backbone(document_packing="yes")
+
+
 def test_document_ids_need_a_packed_cache():
     plain = unpacked_copy(backbone(causal=True, bidirectional=False))
     cache = plain.mega_layers[0].mega_layer.empty_cache(2, 8)

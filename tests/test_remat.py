@@ -140,3 +140,6 @@ def test_remat_option_is_the_scope_over_the_blocks(monkeypatch):
     config = encoder(remat=True).get_config()
     assert config["remat"] is True
     assert MegaBackbone.from_config(config).remat is True
+    # A string is not a flag ("false" would be truthy).
+    with pytest.raises(ValueError, match=r"remat='false'"):
+        encoder(remat="false")

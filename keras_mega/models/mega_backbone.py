@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras_hub.models import Backbone
 
+from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_kwargs
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.mega_block import MegaBlock
@@ -206,7 +207,10 @@ class MegaBackbone(MegaModelMixin, Backbone):
             )
         chunk_size = check_positive_or_none("chunk_size", chunk_size)
         ffn_dim = ffn_dim or intermediate_dim
-        document_packing = bool(document_packing)
+        document_packing = bool(
+            check_choice("document_packing", document_packing, (True, False))
+        )
+        remat = bool(check_choice("remat", remat, (True, False)))
         if document_packing and cross_attention:
             raise ValueError(
                 "document_packing=True cannot be combined with "
@@ -358,7 +362,7 @@ class MegaBackbone(MegaModelMixin, Backbone):
         self.ema_init = ema_init
         self.ema_max_timescale = ema_max_timescale
         self.document_packing = document_packing
-        self.remat = bool(remat)
+        self.remat = remat
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
