@@ -60,18 +60,32 @@ ENCODER = dict(
     max_positions=16384,
     relative_positional_bias="rotary",
 )
-CAUSAL_CPU = dict(
+# The same sizes as a causal LM (pre-norm, as HF's defaults).
+DECODER = dict(
     ENCODER,
-    hidden_size=256,
-    intermediate_size=512,
-    nffn_hidden_size=512,
-    shared_representation_size=128,
     bidirectional=False,
     is_decoder=True,
     normalize_before_mega=True,
     normalize_before_ffn=True,
 )
+CAUSAL_CPU = dict(
+    DECODER,
+    hidden_size=256,
+    intermediate_size=512,
+    nffn_hidden_size=512,
+    shared_representation_size=128,
+)
 BATCH = 2
+
+
+def keras_config(hf_config=ENCODER, **overrides):
+    """The `MegaBackbone` arguments of an HF config of this file (the
+    LRA-Text encoder by default), through keras-mega's converter: the one
+    place the other benchmarks take the model from."""
+    from keras_mega.convert.hf import convert_backbone_config
+
+    config = convert_backbone_config({"model_type": "mega", **hf_config})
+    return {**config, **overrides}
 
 
 def make_config(case):

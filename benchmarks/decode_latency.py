@@ -32,24 +32,12 @@ import statistics
 import tempfile
 import time
 
+import compare_hf  # benchmarks/, the script's directory
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CONFIG = dict(
-    vocab_size=1000,
-    hidden_size=128,
-    num_hidden_layers=4,
-    intermediate_size=256,
-    nffn_hidden_size=256,
-    shared_representation_size=64,
-    ema_projection_size=16,
-    bidirectional=False,
-    is_decoder=True,
-    dropout_prob=0.0,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    nffn_activation_dropout_prob=0.0,
-    max_positions=16384,
-)
+# compare_hf.py's LRA-Text sizes as a causal LM (HF `MegaConfig` names).
+CONFIG = compare_hf.DECODER
 WARMUP = 2
 
 

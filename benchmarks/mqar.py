@@ -68,6 +68,20 @@ IGNORE = -100
 # === Data ===
 
 
+def _distinct_rows(rng, n, k, low, high):
+    """`[n, k]` integers from `low .. high-1`, distinct within each row
+    (uniform over such rows: rejection of rows with a repeat)."""
+    if high - low < k:
+        raise ValueError("fewer ids than draws")
+    out = rng.integers(low, high, size=(n, k))
+    while True:
+        srt = np.sort(out, axis=1)
+        bad = np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]
+        if not len(bad):
+            return out
+        out[bad] = rng.integers(low, high, size=(len(bad), k))
+
+
 def make_mqar(
     rng, num_examples, seq_len, num_pairs, vocab_size, power_a=POWER_A
 ):
@@ -85,12 +99,11 @@ def make_mqar(
     half = vocab_size // 2
     n = num_examples
     # Keys from 1 .. half-1, values from half .. V-1, without replacement
-    # within an example (argsort of uniform noise = a random permutation).
-    keys = np.argsort(rng.random((n, half - 1)), axis=1)[:, :num_pairs] + 1
-    values = (
-        np.argsort(rng.random((n, vocab_size - half)), axis=1)[:, :num_pairs]
-        + half
-    )
+    # within an example: uniform draws, rows with a repeat drawn again
+    # (the same distribution as a random permutation's first P entries, at
+    # O(P) per row instead of an argsort over V/2).
+    keys = _distinct_rows(rng, n, num_pairs, 1, half)
+    values = _distinct_rows(rng, n, num_pairs, half, vocab_size)
     space = (seq_len - context) // 2
     p = power_a * np.arange(1, space + 1) ** (power_a - 1)
     p = p / p.sum()
@@ -200,10 +213,13 @@ def build_mqar_model(
     vocab_size,
     num_layers=2,
     final_norm=False,
+    chunk_size=None,
     **mega_overrides,
 ):
     """Returns `(keras.Model, info)`: inputs `token_ids`, `query_positions`
-    -> logits `[B, P, V]` at the query positions."""
+    -> logits `[B, P, V]` at the query positions.
+
+    `chunk_size` replaces the chunked models' default L/4."""
     import keras
     import keras_hub
 
@@ -241,7 +257,7 @@ def build_mqar_model(
     else:
         chunk = None
         if model_name in ("mega-chunk", "mega-chunk-ts"):
-            chunk = seq_len // 4
+            chunk = chunk_size or seq_len // 4
         init = "timescales" if model_name == "mega-chunk-ts" else "paper"
         if chunk or init != "paper":
             mega = MegaBackbone(
@@ -308,6 +324,7 @@ def fit_with_curve(
     warmup=0,
     log=print,
     stop_at=None,
+    steps_per_execution=1,
 ):
     """`model.fit` on a generator with `evaluate()` every `eval_every`
     steps; returns `(history [(step, acc, train_loss)], seconds)`.
@@ -321,6 +338,7 @@ def fit_with_curve(
             learning_rate(lr, warmup), weight_decay=TRAIN["weight_decay"]
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=steps_per_execution,
     )
     history = []
     t0 = time.time()
@@ -380,6 +398,8 @@ def train_mqar(
     test_size=512,
     log=print,
     stop_at=None,
+    chunk_size=None,
+    steps_per_execution=1,
     **mega_overrides,
 ):
     import keras
@@ -393,6 +413,7 @@ def train_mqar(
         vocab_size,
         num_layers=num_layers,
         final_norm=final_norm,
+        chunk_size=chunk_size,
         **mega_overrides,
     )
     test = query_view(
@@ -407,11 +428,22 @@ def train_mqar(
     rng = np.random.default_rng(seed + 1)
 
     def batches():
+        # Fresh data every step, drawn one evaluation interval at a time
+        # (one vectorized call instead of one per batch).
         while True:
             ids, pos, tgt = query_view(
-                *make_mqar(rng, batch_size, seq_len, num_pairs, vocab_size)
+                *make_mqar(
+                    rng, eval_every * batch_size, seq_len, num_pairs, vocab_size
+                )
             )
-            yield {"token_ids": ids, "query_positions": pos}, tgt
+            for s in range(0, len(ids), batch_size):
+                yield (
+                    {
+                        "token_ids": ids[s : s + batch_size],
+                        "query_positions": pos[s : s + batch_size],
+                    },
+                    tgt[s : s + batch_size],
+                )
 
     history, seconds = fit_with_curve(
         model,
@@ -423,6 +455,7 @@ def train_mqar(
         warmup=warmup,
         log=log,
         stop_at=stop_at,
+        steps_per_execution=steps_per_execution,
     )
     return dict(
         info,
@@ -457,6 +490,18 @@ def parse_args(argv=None):
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--final-norm", action="store_true")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        help="chunk of the chunked models (default L/4)",
+    )
+    parser.add_argument(
+        "--stop-at",
+        type=float,
+        help="stop a run at the first evaluation with query accuracy >= "
+        "this (steps_run records where)",
+    )
+    parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument(
         "--initializer-range",
         type=float,
@@ -494,6 +539,7 @@ def run_key(row):
         row.get("initializer_range"),
         row["layers"],
         row["batch_size"],
+        row.get("chunk"),
     )
 
 
@@ -517,6 +563,12 @@ def plan(args):
                             initializer_range=args.initializer_range,
                             layers=args.layers,
                             batch_size=args.batch_size,
+                            # None: the default L/4 (the grid's cells).
+                            chunk=args.chunk_size
+                            if model.startswith("mega-chunk")
+                            and args.chunk_size != seq_len // 4
+                            else None,
+                            stop_at=args.stop_at,
                         )
 
 
@@ -540,6 +592,9 @@ def run(job, args):
         final_norm=job["final_norm"],
         num_layers=job["layers"],
         log=lambda line: print(line, flush=True),
+        stop_at=job["stop_at"],
+        chunk_size=job["chunk"],
+        steps_per_execution=args.steps_per_execution,
         **overrides,
     )
     import keras
@@ -555,6 +610,12 @@ def _curve(history):
     )
 
 
+def _steps(row):
+    """The step budget, and where an early stop ended the run."""
+    run = row.get("steps_run", row["steps"])
+    return f"{row['steps']}" + (f" (stop {run})" if run < row["steps"] else "")
+
+
 def _variant(row):
     parts = [f"V={row['vocab']}"]
     if row["final_norm"]:
@@ -565,7 +626,46 @@ def _variant(row):
         parts.append(f"init range {row['initializer_range']}")
     if row["layers"] != 2:
         parts.append(f"{row['layers']} layers")
+    if row.get("chunk"):
+        parts.append(f"chunk {row['chunk']}")
     return ", ".join(parts)
+
+
+def _pct(acc):
+    return f"{acc:.2%}" if acc < 0.01 else f"{acc:.1%}"
+
+
+def format_grid(rows, sizes=DEFAULT_SIZES, widths=(64, 128), lrs=(1e-3, 3e-3)):
+    """The issue's grid (vocabulary 8192, default chunk L/4, no variant):
+    one row per (L, width), one column per model, each lr's final query
+    accuracy ("-" where not run)."""
+    cells = {}
+    for row in rows:
+        if _variant(row) != "V=8192" or row["steps"] != 1000:
+            continue
+        cells[(row["L"], row["width"], row["model"], row["lr"])] = row
+    lines = [
+        "| L / pairs | width | " + " | ".join(MODELS) + " |",
+        "|---|---|" + "---|" * len(MODELS),
+    ]
+    for seq_len in sizes:
+        for width in widths:
+            out = []
+            for model in MODELS:
+                parts = []
+                for lr in lrs:
+                    r = cells.get((seq_len, width, model, lr))
+                    acc = "-" if r is None else _pct(r["final_accuracy"])
+                    if r is not None and r["steps_run"] < r["steps"]:
+                        acc += f" (stop {r['steps_run']})"
+                    parts.append(f"{lr:.0e}".replace("e-0", "e-") + f": {acc}")
+                out.append("<br>".join(parts))
+            lines.append(
+                f"| {seq_len} / {SIZES[seq_len]} | {width} | "
+                + " | ".join(out)
+                + " |"
+            )
+    return "\n".join(lines)
 
 
 def format_table(rows):
@@ -602,7 +702,8 @@ def format_table(rows):
         )
         seeds = sorted({r["seed"] for r in runs})
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} / {best['pairs']} | {key[3]} |"
+            f"| {key[0]} | {_steps(best)} | {key[2]} / {best['pairs']} |"
+            f" {key[3]} |"
             f" {key[5]} | {best['lr']:g} (of {tried}"
             + (f"; seeds {seeds}" if len(seeds) > 1 else "")
             + f") | **{best['final_accuracy']:.1%}** |"
@@ -632,7 +733,10 @@ def format_table(rows):
 def main(argv=None):
     args = parse_args(argv)
     if args.table:
-        print(format_table(read_jsonl(args.table)))
+        rows = read_jsonl(args.table)
+        print(format_grid(rows))
+        print()
+        print(format_table(rows))
         return 0
     done = {run_key(r) for r in read_jsonl(args.out)} if args.resume else set()
     rows = []

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_mega.models import MegaBackbone
 from keras_mega.models import MegaCausalLM
-from keras_mega.models.mega_preprocessing_utils import pack_documents
+from keras_mega.models.mega_document_packing import pack_documents
 
 VOCABULARY = 512
 PAD = 1

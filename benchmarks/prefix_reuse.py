@@ -27,20 +27,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CONFIG = dict(
-    vocabulary_size=1000,
-    num_layers=4,
-    hidden_dim=128,
-    intermediate_dim=256,
-    shared_dim=64,
-    ema_dim=16,
-    chunk_size=128,
-    causal=True,
-    bidirectional=False,
-    dropout=0.0,
-    hidden_dropout=0.0,
-    attention_dropout=0.0,
-    ffn_activation_dropout=0.0,
+import compare_hf  # noqa: E402  (benchmarks/, the script's directory)
+
+# compare_hf.py's LRA-Text sizes as a causal LM, chunked.
+CONFIG = compare_hf.keras_config(
+    compare_hf.DECODER, chunk_size=128, max_sequence_length=2048
 )
 
 

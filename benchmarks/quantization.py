@@ -18,12 +18,13 @@ import keras
 import numpy as np
 
 import keras_mega
+from keras_mega.convert.hf import convert_backbone_config
+from keras_mega.models.mega_presets import MEGA_BASE_WIKITEXT_HF_CONFIG
 
-BASE = dict(
-    vocabulary_size=50265, num_layers=4, hidden_dim=128, intermediate_dim=256,
-    shared_dim=64, ema_dim=16, ffn_dim=256, chunk_size=None,
-    max_sequence_length=10000,
-)  # fmt: skip
+# mega-base-wikitext's config as keras-mega's presets record it.
+BASE = convert_backbone_config(
+    {"model_type": "mega", **MEGA_BASE_WIKITEXT_HF_CONFIG}
+)
 
 
 def preset_size(path):

@@ -33,26 +33,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CONFIG = dict(
-    vocabulary_size=1000,
-    num_layers=4,
-    hidden_dim=128,
-    intermediate_dim=256,
-    ffn_dim=256,
-    shared_dim=64,
-    ema_dim=16,
-    normalization_type="scalenorm",
-    normalize_before_attention=False,
-    normalize_before_ffn=False,
-    attention_activation="softmax",
-    bidirectional=True,
-    relative_position_bias="rotary",
-    chunk_size=128,
-    dropout=0.0,
-    hidden_dropout=0.0,
-    attention_dropout=0.0,
-    ffn_activation_dropout=0.0,
-)
+import compare_hf  # noqa: E402  (benchmarks/, the script's directory)
+
+# compare_hf.py's LRA-Text encoder, chunked (2048: MegaBackbone's default).
+CONFIG = compare_hf.keras_config(chunk_size=128, max_sequence_length=2048)
 GIB = 1024**3
 
 

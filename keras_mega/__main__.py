@@ -128,6 +128,7 @@ def convert(
 ):
     import keras_mega
     from keras_mega.convert import hf
+    from keras_mega.convert import hf_checkpoint
     from keras_mega.convert import hf_heads
 
     if os.path.exists(dst) and not overwrite:
@@ -145,7 +146,7 @@ def convert(
             f"expected one of {', '.join(hf_heads.ARCHITECTURES)}"
         )
     cls = getattr(keras_mega.models, hf_heads.ARCHITECTURES[architecture])
-    has_tokenizer = tokenizer and hf_heads.has_tokenizer(src)
+    has_tokenizer = tokenizer and hf.has_tokenizer(src)
     kwargs = {}
     if cls is not keras_mega.models.MegaBackbone and not has_tokenizer:
         if tokenizer:
@@ -155,7 +156,7 @@ def convert(
             )
         kwargs["preprocessor"] = None
     print(f"converting {architecture} from {src} into {cls.__name__}")
-    with hf.show_progress():
+    with hf_checkpoint.show_progress():
         model = cls.from_preset(src, **kwargs)
     error = verify(architecture, src, model) if check else None
     if error is not None and error > tolerance:

@@ -10,6 +10,9 @@ Keras presets (`registered_name`) go to `KerasPresetLoader`, read the same
 way; its subclass refuses presets of a newer keras-mega format and keeps a
 quantized preset's dtype policy.
 
+The two loaders and their registration are in `keras_mega.preset_loaders`
+(re-exported here); they reach keras-hub only through this module.
+
 Every hook is looked up by feature, not by keras-hub version: the small
 helpers (`get_file`, `check_file_exists`, `load_json`, `any_equal`,
 `register_presets`) fall back to an own implementation when keras-hub no
@@ -25,7 +28,6 @@ import importlib
 import inspect
 import json
 import os
-import warnings
 
 from keras import ops
 
@@ -145,78 +147,36 @@ def _check_loader_class(module, name):
     return None
 
 
-def _check_get_preset_loader():
-    """Whether `get_preset_loader` hands out the rebound loaders.
-
-    Behavioral: gets the loader of two throwaway presets (an HF Mega
-    `config.json` and a keras-mega Keras one). Meaningful once
-    `register_hf_mega_loader` ran (importing keras_mega runs it).
-    """
-    import tempfile
-
-    fn = getattr(preset_utils, "get_preset_loader", None)
-    if not callable(fn):
-        return _missing(preset_utils)
-    if not (_HAS_HF_HOOKS and _HAS_KERAS_HOOKS):
-        return "not checked: loader classes are missing"
-    if preset_loader.TransformersPresetLoader is not (
-        MegaAwareTransformersPresetLoader
-    ):
-        return "not checked: register_hf_mega_loader() has not run"
-    configs = {
-        MegaAwareTransformersPresetLoader: {"model_type": "mega"},
-        MegaAwareKerasPresetLoader: {
-            "registered_name": "keras_mega>MegaBackbone",
-            "config": {},
-        },
-    }
-    for expected, config in configs.items():
-        with tempfile.TemporaryDirectory() as preset:
-            with open(os.path.join(preset, "config.json"), "w") as f:
-                json.dump(config, f)
-            try:
-                loader = fn(preset)
-            except Exception as e:  # reported, not raised
-                return f"failed on {config}: {type(e).__name__}: {e}"
-        if not isinstance(loader, expected):
-            return (
-                f"gave a {type(loader).__name__} for {config}, not the "
-                f"rebound {expected.__name__}: it no longer reads the "
-                "loader classes from their modules at call time"
-            )
-    return None
+# The hooks checked by signature: the leading parameters keras-mega calls
+# each with, or None for a loader class (checked by `_LOADER_METHODS`).
+_SIGNATURES = {
+    "preset_utils.get_file": ("preset", "path"),
+    "preset_utils.check_file_exists": ("preset", "path"),
+    "preset_utils.load_json": ("preset", "config_file"),
+    "preset_utils.register_presets": ("presets", "backbone_cls"),
+    "preset_utils.PresetLoader": None,
+    "preset_utils.KerasPresetLoader": None,
+    "transformers.preset_loader.TransformersPresetLoader": None,
+    "tensor_utils.any_equal": ("inputs", "values", "padding_mask"),
+}
+_MODULES = {
+    "preset_utils": preset_utils,
+    "tensor_utils": tensor_utils,
+    "transformers.preset_loader": preset_loader,
+}
 
 
 def _hook_checks(dispatch=True):
     """`{hook: problem or None}` for every hook in `HOOKS`."""
-    checks = {
-        "preset_utils.get_file": _check_function(
-            preset_utils, "get_file", ("preset", "path")
-        ),
-        "preset_utils.check_file_exists": _check_function(
-            preset_utils, "check_file_exists", ("preset", "path")
-        ),
-        "preset_utils.load_json": _check_function(
-            preset_utils, "load_json", ("preset", "config_file")
-        ),
-        "preset_utils.register_presets": _check_function(
-            preset_utils, "register_presets", ("presets", "backbone_cls")
-        ),
-        "preset_utils.PresetLoader": _check_loader_class(
-            preset_utils, "PresetLoader"
-        ),
-        "preset_utils.KerasPresetLoader": _check_loader_class(
-            preset_utils, "KerasPresetLoader"
-        ),
-        "transformers.preset_loader.TransformersPresetLoader": (
-            _check_loader_class(preset_loader, "TransformersPresetLoader")
-        ),
-        "tensor_utils.any_equal": _check_function(
-            tensor_utils, "any_equal", ("inputs", "values", "padding_mask")
-        ),
-    }
+    checks = {}
+    for hook, params in _SIGNATURES.items():
+        module, _, name = hook.rpartition(".")
+        if params is None:
+            checks[hook] = _check_loader_class(_MODULES[module], name)
+        else:
+            checks[hook] = _check_function(_MODULES[module], name, params)
     checks["preset_utils.get_preset_loader"] = (
-        _check_get_preset_loader() if dispatch else None
+        _loaders.check_get_preset_loader() if dispatch else None
     )
     return checks
 
@@ -264,13 +224,16 @@ def _fallback_get_file(preset, path):
     return local_path
 
 
-# keras-hub's own helpers call keras-hub's `get_file`: use ours with ours.
-_OWN_GET_FILE = "preset_utils.get_file" in _PROBLEMS
+def _pick(hook, fallback, *needs):
+    """keras-hub's `hook` (`"module.name"`), or keras-mega's `fallback` when
+    it, or a hook it `needs`, is not as expected (`_PROBLEMS`)."""
+    if any(name in _PROBLEMS for name in (hook, *needs)):
+        return fallback
+    module, _, name = hook.rpartition(".")
+    return getattr(_MODULES[module], name)
 
-if _OWN_GET_FILE:
-    get_file = _fallback_get_file
-else:
-    get_file = preset_utils.get_file
+
+get_file = _pick("preset_utils.get_file", _fallback_get_file)
 
 
 def _fallback_check_file_exists(preset, path):
@@ -286,15 +249,15 @@ def _fallback_load_json(preset, config_file="config.json"):
         return json.load(f)
 
 
-if _OWN_GET_FILE or "preset_utils.check_file_exists" in _PROBLEMS:
-    check_file_exists = _fallback_check_file_exists
-else:
-    check_file_exists = preset_utils.check_file_exists
-
-if _OWN_GET_FILE or "preset_utils.load_json" in _PROBLEMS:
-    load_json = _fallback_load_json
-else:
-    load_json = preset_utils.load_json
+# keras-hub's own helpers call keras-hub's `get_file`: use ours with ours.
+check_file_exists = _pick(
+    "preset_utils.check_file_exists",
+    _fallback_check_file_exists,
+    "preset_utils.get_file",
+)
+load_json = _pick(
+    "preset_utils.load_json", _fallback_load_json, "preset_utils.get_file"
+)
 
 
 def _fallback_any_equal(inputs, values, padding_mask):
@@ -305,10 +268,7 @@ def _fallback_any_equal(inputs, values, padding_mask):
     return ops.logical_and(output, padding_mask)
 
 
-if "tensor_utils.any_equal" in _PROBLEMS:
-    any_equal = _fallback_any_equal
-else:
-    any_equal = tensor_utils.any_equal
+any_equal = _pick("tensor_utils.any_equal", _fallback_any_equal)
 
 
 def _fallback_register_presets(presets, backbone_cls):
@@ -323,10 +283,9 @@ def _fallback_register_presets(presets, backbone_cls):
         per_backbone[backbone_cls][name] = preset
 
 
-if "preset_utils.register_presets" in _PROBLEMS:
-    register_presets = _fallback_register_presets
-else:
-    register_presets = preset_utils.register_presets
+register_presets = _pick(
+    "preset_utils.register_presets", _fallback_register_presets
+)
 
 
 # --- The loader hooks ---
@@ -355,158 +314,11 @@ _OriginalLoader = _original(preset_loader, "TransformersPresetLoader")
 _OriginalKerasLoader = _original(preset_utils, "KerasPresetLoader")
 
 
-class MegaAwareTransformersPresetLoader(_OriginalLoader):
-    """keras-hub's HF loader, plus HF Mega checkpoints."""
+# The loaders subclass the classes above (a cycle: `preset_loaders` imports
+# this module, complete but for the names below).
+from keras_mega import preset_loaders as _loaders  # noqa: E402
 
-    _keras_mega_original = _OriginalLoader
-
-    def __init__(self, preset, config):
-        if config.get("model_type") != "mega":
-            super().__init__(preset, config)
-            return
-        if isinstance(preset, str) and preset.startswith("hf://"):
-            # One snapshot download (or huggingface_hub's cache, offline
-            # too), not a request per file: also for keras-hub's base
-            # classes (`keras_hub.models.Backbone.from_preset("hf://...")`).
-            from keras_mega.models.mega_presets import resolve_preset
-
-            preset = resolve_preset(preset)
-        # keras-hub's `__init__` refuses model types it has no converter for.
-        PresetLoader.__init__(self, preset, config)
-        from keras_mega.convert import hf
-
-        self.converter = hf
-
-    @property
-    def is_mega(self):
-        return self.config.get("model_type") == "mega"
-
-    def load_backbone(self, cls, load_weights, **kwargs):
-        if not self.is_mega:
-            return super().load_backbone(cls, load_weights, **kwargs)
-        return self.converter.load_backbone(
-            self.preset, self.config, cls, load_weights, **kwargs
-        )
-
-    def load_task(self, cls, load_weights, load_task_weights, **kwargs):
-        if not self.is_mega:
-            return super().load_task(
-                cls, load_weights, load_task_weights, **kwargs
-            )
-        from keras_mega.convert import hf_heads
-
-        return hf_heads.load_task(
-            self, cls, load_weights, load_task_weights, **kwargs
-        )
-
-    def load_tokenizer(self, cls, config_name="tokenizer.json", **kwargs):
-        if not self.is_mega:
-            return super().load_tokenizer(cls, config_name, **kwargs)
-        from keras_mega.convert import hf_heads
-
-        return hf_heads.convert_tokenizer(cls, self.preset, **kwargs)
-
-
-class MegaAwareKerasPresetLoader(_OriginalKerasLoader):
-    """keras-hub's loader of Keras presets, refusing newer keras-mega
-    preset formats with a clear error."""
-
-    _keras_mega_original = _OriginalKerasLoader
-
-    def __init__(self, preset, config):
-        super().__init__(preset, config)
-        if str(config.get("registered_name", "")).startswith("keras_mega>"):
-            from keras_mega.models.mega_preset_io import check_preset_format
-
-            check_preset_format(preset)
-
-    def load_task(self, cls, load_weights, load_task_weights, **kwargs):
-        """keras-hub's, after the task's `_preset_kwargs` hook.
-
-        keras-hub's `Task.from_preset` never loads a head when
-        `num_classes` is given; a keras-mega classifier keeps its trained
-        head when the count equals the saved one (the hook removes it
-        then), also through a keras-hub base class
-        (`keras_hub.models.TextClassifier.from_preset(preset,
-        num_classes=...)`). The hook also builds the backbone for backbone
-        options passed to a task.
-        """
-        hook = getattr(cls, "_preset_kwargs", None)
-        if hook is not None:
-            given = "num_classes" in kwargs
-            kwargs = hook(self.preset, kwargs, load_weights)
-            if given and "num_classes" not in kwargs:
-                load_task_weights = True
-        return super().load_task(cls, load_weights, load_task_weights, **kwargs)
-
-    def get_backbone_kwargs(self, **kwargs):
-        """keras-hub forwards `dtype=None` when none is given, which would
-        replace a quantized preset's saved `DTypePolicyMap` (its layers
-        would then be built in float and fail to load their int8/float8
-        weights). Keep the saved policy unless a dtype is asked for, and
-        refuse to change the dtype of a quantized preset."""
-        backbone_kwargs, kwargs = super().get_backbone_kwargs(**kwargs)
-        saved = self.config.get("config", {}).get("dtype")
-        quantized = (
-            isinstance(saved, dict)
-            and saved.get("class_name") == "DTypePolicyMap"
-        )
-        if backbone_kwargs.get("dtype") is None:
-            backbone_kwargs.pop("dtype", None)
-        elif quantized:
-            raise ValueError(
-                f"The preset {self.preset} holds quantized weights; it "
-                "cannot be loaded with another dtype "
-                f"(dtype={backbone_kwargs['dtype']!r}). Load it without "
-                "`dtype`, or quantize a float preset after loading it in "
-                "that dtype."
-            )
-        return backbone_kwargs, kwargs
-
-
-def keras_loader_rebound():
-    """Whether Keras presets load through `MegaAwareKerasPresetLoader`."""
-    return _HAS_KERAS_HOOKS and (
-        preset_utils.KerasPresetLoader is MegaAwareKerasPresetLoader
-    )
-
-
-def register_hf_mega_loader():
-    """Makes keras-hub's `from_preset` read HF Mega directories (and refuse
-    Keras presets of a newer keras-mega format).
-
-    Returns:
-        True if both loaders are in place; False (with a warning naming the
-        missing hooks) if this keras-hub lacks the hooks of one of them.
-    """
-    if _HAS_HF_HOOKS:
-        preset_loader.TransformersPresetLoader = (
-            MegaAwareTransformersPresetLoader
-        )
-    if _HAS_KERAS_HOOKS:
-        preset_utils.KerasPresetLoader = MegaAwareKerasPresetLoader
-    missing = {
-        name: _PROBLEMS[name]
-        for name in _HF_HOOKS + _KERAS_HOOKS
-        if name in _PROBLEMS
-    }
-    if not missing:
-        return True
-    lost = []
-    if not _HAS_HF_HOOKS:
-        lost.append("`from_preset` will not read Hugging Face Mega checkpoints")
-    if not _HAS_KERAS_HOOKS:
-        lost.append(
-            "Keras presets of a newer keras-mega are not refused up front"
-        )
-    warnings.warn(
-        "keras-mega cannot hook into this keras-hub's preset loading, so "
-        + " and ".join(lost)
-        + " (keras-mega's models and tasks still work): "
-        + "; ".join(f"{name}: {problem}" for name, problem in missing.items())
-        + ". keras-mega was tested with keras-hub "
-        + ", ".join(TESTED_KERAS_HUB)
-        + ".",
-        stacklevel=2,
-    )
-    return False
+MegaAwareTransformersPresetLoader = _loaders.MegaAwareTransformersPresetLoader
+MegaAwareKerasPresetLoader = _loaders.MegaAwareKerasPresetLoader
+keras_loader_rebound = _loaders.keras_loader_rebound
+register_hf_mega_loader = _loaders.register_hf_mega_loader

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 BACKENDS = os.environ.get("BACKENDS", "jax tensorflow torch").split()
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
@@ -28,6 +29,8 @@ def command():
         "-q",
         "-p",
         "no:cacheprovider",
+        # The slowest tests in the log: where to trim when the suite grows.
+        "--durations=10",
         *sys.argv[1:],
     ]
 
@@ -84,14 +87,24 @@ def run_parallel():
         f"running {', '.join(BACKENDS)} side by side: {' '.join(command())}",
         flush=True,
     )
-    results = {}
-    for backend in BACKENDS:
-        procs[backend].wait()
-        logs[backend].seek(0)
-        output = logs[backend].read()
-        print(f"\n=== KERAS_BACKEND={backend}\n{output}", flush=True)
-        results[backend] = counts_of(output, procs[backend].returncode)
-    return results
+    start = time.monotonic()
+    results, pending = {}, dict(procs)
+    while pending:
+        for backend, proc in list(pending.items()):
+            if proc.poll() is None:
+                continue
+            del pending[backend]
+            minutes = (time.monotonic() - start) / 60
+            logs[backend].seek(0)
+            output = logs[backend].read()
+            print(
+                f"\n=== KERAS_BACKEND={backend} (ended after {minutes:.1f} min)"
+                f"\n{output}",
+                flush=True,
+            )
+            results[backend] = counts_of(output, proc.returncode)
+        time.sleep(1)
+    return {backend: results[backend] for backend in BACKENDS}
 
 
 def main():

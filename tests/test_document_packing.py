@@ -264,7 +264,7 @@ def test_document_ids_need_a_packed_cache():
 
 
 def test_pack_documents_keeps_every_token():
-    from keras_mega.models.mega_preprocessing_utils import pack_documents
+    from keras_mega.models.mega_document_packing import pack_documents
 
     docs = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14], [15, 16]]
     packed = pack_documents(docs, 4, pad_token_id=1)

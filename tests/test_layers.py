@@ -81,8 +81,8 @@ def test_block_ema_matches_hf_across_blocks(bidirectional):
     "length,block", [(1, 4), (7, 4), (8, 4), (37, 4), (9, 64)]
 )
 def test_block_ema_equals_fft_and_state(length, block):
-    from keras_mega.layers.mega_ema import block_ema
-    from keras_mega.layers.mega_ema import fft_convolution
+    from keras_mega.layers.ema_convolution import block_ema
+    from keras_mega.layers.ema_convolution import fft_convolution
 
     ema = layers.MegaEMA(D, ema_dim=4, ema_init="timescales")
     ema.build((None, None, D))

@@ -1,95 +1,84 @@
-"""Hugging Face Mega checkpoints: config mapping and weight loading.
+"""The Hugging Face Mega converter, in the shape of keras-hub's.
 
-`transformers` is never imported here: checkpoints are read with
-`safetensors` (or `torch` for `pytorch_model.bin`), so loading an HF Mega
-directory needs neither transformers nor network access.
+Like keras-hub's converters (`keras_hub/src/utils/transformers/
+convert_*.py`): `backbone_cls`, `convert_backbone_config`,
+`convert_weights`, `convert_head` and `convert_tokenizer`, and the
+`load_backbone` / `load_task` keras-mega's preset loader
+(`keras_mega.preset_loaders`) calls for HF directories with
+`model_type: "mega"`. The heads (`load_task`, `convert_head`, the `HEADS`
+table) are in `hf_heads`. Unlike keras-hub's, checkpoints are read without
+`transformers` and every weight is assigned strictly (`hf_checkpoint`): a
+weight missing from the checkpoint, one the config does not use, or one of
+another shape is an error naming it.
 """
 
-import contextlib
-import contextvars
 import json
 import warnings
 
-import numpy as np
-
 from keras_mega import keras_hub_compat as compat
+from keras_mega.convert.hf_checkpoint import checkpoint_prefix
+from keras_mega.convert.hf_checkpoint import dense_weights
+from keras_mega.convert.hf_checkpoint import load_weights
+from keras_mega.convert.hf_checkpoint import read_checkpoint
+from keras_mega.convert.hf_heads import convert_head
+from keras_mega.convert.hf_heads import load_task
 from keras_mega.models.mega_backbone import MegaBackbone
+
+__all__ = [
+    "backbone_cls",
+    "convert_backbone_config",
+    "convert_weights",
+    "convert_head",
+    "convert_tokenizer",
+    "load_backbone",
+    "load_task",
+    "load_weights",
+]
 
 backbone_cls = MegaBackbone
 
-# HF MegaConfig option -> MegaBackbone argument, for options copied as is.
-CONFIG_MAP = {
-    "vocab_size": "vocabulary_size",
-    "num_hidden_layers": "num_layers",
-    "hidden_size": "hidden_dim",
-    "intermediate_size": "intermediate_dim",
-    "shared_representation_size": "shared_dim",
-    "ema_projection_size": "ema_dim",
-    "nffn_hidden_size": "ffn_dim",
-    "bidirectional": "bidirectional",
-    "is_decoder": "causal",
-    "truncation": "truncation",
-    "attention_activation": "attention_activation",
-    "relative_positional_bias": "relative_position_bias",
-    "max_positions": "max_sequence_length",
-    "normalization_type": "normalization_type",
-    "norm_affine": "norm_affine",
-    "normalize_before_mega": "normalize_before_attention",
-    "normalize_before_ffn": "normalize_before_ffn",
-    "use_normalized_ffn": "use_normalized_ffn",
-    "activation": "activation",
-    "dropout_prob": "dropout",
-    "hidden_dropout_prob": "hidden_dropout",
-    "attention_probs_dropout_prob": "attention_dropout",
-    "nffn_activation_dropout_prob": "ffn_activation_dropout",
-    "use_feature_dropout": "feature_dropout",
-    "add_cross_attention": "cross_attention",
-    "initializer_range": "initializer_range",
-    "ema_delta_alpha_range": "ema_delta_alpha_range",
-    "ema_beta_range": "ema_beta_range",
-    "ema_gamma_omega_range": "ema_gamma_omega_range",
-    "pad_token_id": "pad_token_id",
-    "bos_token_id": "bos_token_id",
-    "eos_token_id": "eos_token_id",
+# HF MegaConfig option -> (MegaBackbone argument, MegaConfig's default in
+# transformers 4.x, for configs that omit the option); copied as is.
+CONFIG = {
+    "vocab_size": ("vocabulary_size", 30522),
+    "num_hidden_layers": ("num_layers", 4),
+    "hidden_size": ("hidden_dim", 128),
+    "intermediate_size": ("intermediate_dim", 256),
+    "shared_representation_size": ("shared_dim", 64),
+    "ema_projection_size": ("ema_dim", 16),
+    "nffn_hidden_size": ("ffn_dim", 256),
+    "bidirectional": ("bidirectional", True),
+    "is_decoder": ("causal", False),
+    "truncation": ("truncation", None),
+    "attention_activation": ("attention_activation", "softmax"),
+    "relative_positional_bias": ("relative_position_bias", "rotary"),
+    "max_positions": ("max_sequence_length", 2048),
+    "normalization_type": ("normalization_type", "scalenorm"),
+    "norm_affine": ("norm_affine", True),
+    "normalize_before_mega": ("normalize_before_attention", True),
+    "normalize_before_ffn": ("normalize_before_ffn", True),
+    "use_normalized_ffn": ("use_normalized_ffn", True),
+    "activation": ("activation", "silu"),
+    "dropout_prob": ("dropout", 0.1),
+    "hidden_dropout_prob": ("hidden_dropout", 0.1),
+    "attention_probs_dropout_prob": ("attention_dropout", 0.1),
+    "nffn_activation_dropout_prob": ("ffn_activation_dropout", 0.1),
+    "use_feature_dropout": ("feature_dropout", False),
+    "add_cross_attention": ("cross_attention", False),
+    "initializer_range": ("initializer_range", 0.02),
+    "ema_delta_alpha_range": ("ema_delta_alpha_range", 0.2),
+    "ema_beta_range": ("ema_beta_range", 0.02),
+    "ema_gamma_omega_range": ("ema_gamma_omega_range", 1.0),
+    "pad_token_id": ("pad_token_id", 1),
+    "bos_token_id": ("bos_token_id", 0),
+    "eos_token_id": ("eos_token_id", 2),
 }
-# MegaConfig defaults (transformers 4.x), for configs that omit an option.
-HF_DEFAULTS = {
-    "vocab_size": 30522,
-    "hidden_size": 128,
-    "num_hidden_layers": 4,
-    "intermediate_size": 256,
-    "ema_projection_size": 16,
-    "bidirectional": True,
-    "shared_representation_size": 64,
+# MegaConfig options converted by `convert_backbone_config`, and defaults.
+OTHER_DEFAULTS = {
     "use_chunking": False,
     "chunk_size": -1,
-    "truncation": None,
-    "normalize_before_mega": True,
-    "normalization_type": "scalenorm",
-    "norm_affine": True,
-    "activation": "silu",
-    "attention_activation": "softmax",
-    "dropout_prob": 0.1,
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "use_feature_dropout": False,
-    "use_normalized_ffn": True,
-    "nffn_hidden_size": 256,
-    "normalize_before_ffn": True,
-    "nffn_activation_dropout_prob": 0.1,
-    "max_positions": 2048,
     "add_token_type_embeddings": False,
     "type_vocab_size": 2,
-    "initializer_range": 0.02,
-    "ema_delta_alpha_range": 0.2,
-    "ema_beta_range": 0.02,
-    "ema_gamma_omega_range": 1.0,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "relative_positional_bias": "rotary",
-    "is_decoder": False,
-    "add_cross_attention": False,
 }
 
 
@@ -102,7 +91,7 @@ def check_mega_config(hf_config, where="config.json"):
         )
 
 
-def convert_backbone_config(hf_config):
+def convert_backbone_config(transformers_config):
     """Maps an HF `MegaConfig` dict to `MegaBackbone` arguments.
 
     HF's `normalization_type="rmsnorm"` maps to "hf_rmsnorm", which computes
@@ -110,9 +99,12 @@ def convert_backbone_config(hf_config):
     converted model keeps the checkpoint's numbers. Pass
     `normalization_type="rmsnorm"` to `from_preset` for a real RMSNorm.
     """
-    check_mega_config(hf_config)
-    config = {**HF_DEFAULTS, **hf_config}
-    kwargs = {ours: config[theirs] for theirs, ours in CONFIG_MAP.items()}
+    check_mega_config(transformers_config)
+    config = {**OTHER_DEFAULTS, **transformers_config}
+    kwargs = {
+        ours: config.get(theirs, default)
+        for theirs, (ours, default) in CONFIG.items()
+    }
     if config["use_chunking"]:
         if config["chunk_size"] is None or config["chunk_size"] <= 0:
             raise ValueError(
@@ -137,95 +129,89 @@ def convert_backbone_config(hf_config):
     return kwargs
 
 
-# --- Reading checkpoints ---
+# --- Tokenizer ---
 
-WEIGHT_FILES = (
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
+# Special tokens `MegaTokenizer` expects, by HF's `special_tokens_map` key.
+SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+NO_TOKENIZER = (
+    "Load without it: from_preset(..., preprocessor=None), or convert with "
+    "--no-tokenizer."
 )
 
 
-def _read_file(path):
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.numpy import load_file
-
-            return load_file(path)
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
-    except ImportError as e:
-        raise ImportError(
-            f"Reading {path} needs `{e.name}`: pip install "
-            "'keras-mega[convert]'."
-        ) from e
-    except Exception as e:
-        raise ValueError(
-            f"Could not read the weight file {path}: it looks truncated or "
-            f"corrupted ({type(e).__name__}: {e})."
-        ) from e
+def _read_text(preset, name):
+    with open(compat.get_file(preset, name), encoding="utf-8") as f:
+        return f.read()
 
 
-def read_checkpoint(preset):
-    """Reads all weights of an HF Mega checkpoint as numpy arrays.
+def _check_special_tokens(preset):
+    if not compat.check_file_exists(preset, "special_tokens_map.json"):
+        return
+    special = json.loads(_read_text(preset, "special_tokens_map.json"))
+    for key, ours in SPECIAL_TOKENS.items():
+        theirs = special.get(key)
+        if isinstance(theirs, dict):
+            theirs = theirs.get("content")
+        if theirs is not None and theirs != ours:
+            raise ValueError(
+                f"{preset}: special_tokens_map.json sets {key}={theirs!r}; "
+                f"MegaTokenizer (RoBERTa's BPE) uses {ours!r}. {NO_TOKENIZER}"
+            )
 
-    Args:
-        preset: a local directory or an `hf://` handle with `model.safetensors`
-            or `pytorch_model.bin` (sharded checkpoints too).
 
-    Returns:
-        dict of weight name (as stored, e.g. "mega.layers.0.nffn.fc1.weight")
-        to a float numpy array.
+def has_tokenizer(preset):
+    """Whether `preset` has tokenizer files `convert_tokenizer` reads."""
+    if compat.check_file_exists(
+        preset, "vocab.json"
+    ) and compat.check_file_exists(preset, "merges.txt"):
+        return True
+    return compat.check_file_exists(preset, "tokenizer.json")
+
+
+def convert_tokenizer(cls, preset, **kwargs):
+    """Builds `cls` (a `MegaTokenizer`) from HF tokenizer files.
+
+    Reads `vocab.json` + `merges.txt` (RoBERTa's slow tokenizer files), or
+    else the BPE model inside `tokenizer.json`.
     """
-    for name in WEIGHT_FILES:
-        if not compat.check_file_exists(preset, name):
-            continue
-        if not name.endswith(".json"):
-            return _read_file(compat.get_file(preset, name))
-        with open(compat.get_file(preset, name)) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        weights = {}
-        for shard in shards:
-            weights.update(_read_file(compat.get_file(preset, shard)))
-        return weights
-    raise FileNotFoundError(
-        f"No weights in {preset}: expected one of {', '.join(WEIGHT_FILES)}."
-    )
-
-
-def assign(variable, array, hf_key, transform=None):
-    """Assigns `transform(array)` to `variable`, or names both shapes.
-
-    Args:
-        variable: the Keras variable.
-        array: the checkpoint's array, as stored.
-        hf_key: its name in the checkpoint, for errors.
-        transform: optional function from the stored layout to Keras' (e.g.
-            a transpose of a torch `Linear` weight).
-    """
-    array = np.asarray(array)
-    value = transform(array) if transform else array
-    if tuple(value.shape) != tuple(variable.shape):
-        raise ValueError(
-            f"Weight {hf_key!r} has shape {tuple(array.shape)} in the "
-            f"checkpoint, which does not fit keras-mega's {variable.path} of "
-            f"shape {tuple(variable.shape)}. The checkpoint does not match "
-            "its config."
+    _check_special_tokens(preset)
+    if compat.check_file_exists(
+        preset, "vocab.json"
+    ) and compat.check_file_exists(preset, "merges.txt"):
+        vocabulary = json.loads(_read_text(preset, "vocab.json"))
+        merges = [
+            line
+            for line in _read_text(preset, "merges.txt").splitlines()
+            if line and not line.startswith("#version")
+        ]
+    elif compat.check_file_exists(preset, "tokenizer.json"):
+        model = json.loads(_read_text(preset, "tokenizer.json"))["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(
+                f"{preset}: tokenizer.json holds a {model.get('type')} model; "
+                f"MegaTokenizer needs RoBERTa's byte-level BPE. {NO_TOKENIZER}"
+            )
+        vocabulary = model["vocab"]
+        merges = [
+            m if isinstance(m, str) else " ".join(m) for m in model["merges"]
+        ]
+    else:
+        raise FileNotFoundError(
+            f"No tokenizer in {preset}: expected vocab.json and merges.txt, "
+            "or tokenizer.json."
         )
-    variable.assign(value.astype(variable.dtype))
+    return cls(vocabulary=vocabulary, merges=merges, **kwargs)
 
 
 # --- Weight names ---
-
-
-def _dense(layer, prefix):
-    return {
-        f"{prefix}.weight": (layer.kernel, np.transpose),
-        f"{prefix}.bias": (layer.bias, None),
-    }
 
 
 def _norm(layer, prefix, normalization_type):
@@ -273,41 +259,38 @@ def ema_weight_map(ema, prefix):
     return weights
 
 
+def _sublayer_map(layer, prefix, projections, rel_pos_bias=True):
+    """A sublayer's dense projections, relative bias and norm."""
+    weights = {}
+    for name in projections:
+        weights.update(dense_weights(getattr(layer, name), f"{prefix}.{name}"))
+    if rel_pos_bias:
+        bias = _rel_pos_bias(layer.rel_pos_bias, f"{prefix}.rel_pos_bias")
+        weights.update(bias)
+    norm = _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
+    return {**weights, **norm}
+
+
 def gated_attention_weight_map(layer, prefix):
     """HF `MegaMovingAverageGatedAttention` -> `MegaGatedAttention`."""
-    weights = ema_weight_map(layer.ema_gate, f"{prefix}.ema_gate")
-    for name in ("v_proj", "mx_proj", "h_proj"):
-        weights.update(_dense(getattr(layer, name), f"{prefix}.{name}"))
-    weights[f"{prefix}.qk_weight"] = (layer.qk_weight, None)
-    weights[f"{prefix}.qk_bias"] = (layer.qk_bias, None)
-    weights.update(_rel_pos_bias(layer.rel_pos_bias, f"{prefix}.rel_pos_bias"))
-    weights.update(
-        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
-    )
-    return weights
+    return {
+        **ema_weight_map(layer.ema_gate, f"{prefix}.ema_gate"),
+        **_sublayer_map(layer, prefix, ("v_proj", "mx_proj", "h_proj")),
+        f"{prefix}.qk_weight": (layer.qk_weight, None),
+        f"{prefix}.qk_bias": (layer.qk_bias, None),
+    }
 
 
 def cross_attention_weight_map(layer, prefix):
     """HF `MegaGatedCrossAttention` -> `MegaCrossAttention`."""
-    weights = {}
-    for name in ("q_proj", "k_proj", "v_proj", "h_proj"):
-        weights.update(_dense(getattr(layer, name), f"{prefix}.{name}"))
-    weights.update(_rel_pos_bias(layer.rel_pos_bias, f"{prefix}.rel_pos_bias"))
-    weights.update(
-        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
+    return _sublayer_map(
+        layer, prefix, ("q_proj", "k_proj", "v_proj", "h_proj")
     )
-    return weights
 
 
 def normalized_ffn_weight_map(layer, prefix):
     """HF `MegaNormalizedFeedForwardNetwork` -> `NormalizedFFN`."""
-    weights = {}
-    weights.update(_dense(layer.fc1, f"{prefix}.fc1"))
-    weights.update(_dense(layer.fc2, f"{prefix}.fc2"))
-    weights.update(
-        _norm(layer.norm, f"{prefix}.norm.norm", layer.normalization_type)
-    )
-    return weights
+    return _sublayer_map(layer, prefix, ("fc1", "fc2"), rel_pos_bias=False)
 
 
 def block_weight_map(block, prefix):
@@ -342,81 +325,15 @@ def backbone_weight_map(backbone, prefix=""):
     return weights
 
 
-# Stored tensors that are not weights.
-BUFFER_SUFFIXES = ("._float_tensor", ".num_batches_tracked", ".token_type_ids")
-
-
-def checkpoint_prefix(checkpoint):
-    """HF head classes store the backbone under "mega."; MegaModel does not."""
-    if any(key.startswith("mega.") for key in checkpoint):
-        return "mega."
-    return ""
-
-
-_PROGRESS = contextvars.ContextVar("keras_mega_progress", default=False)
-
-
-@contextlib.contextmanager
-def show_progress():
-    """Shows a progress bar, one step per weight, while weights load."""
-    token = _PROGRESS.set(True)
-    try:
-        yield
-    finally:
-        _PROGRESS.reset(token)
-
-
-def load_weights(weight_map, checkpoint, owned_prefixes, ignored=()):
-    """Assigns every weight in `weight_map`, strictly.
-
-    Args:
-        weight_map: HF name -> (variable, transform).
-        checkpoint: HF name -> array.
-        owned_prefixes: names under these prefixes belong to the model being
-            loaded: any of them that the map does not know is an error.
-        ignored: names known to belong to something else (e.g. a head).
-    """
-    missing = [key for key in weight_map if key not in checkpoint]
-    if missing:
-        raise ValueError(
-            f"The checkpoint lacks {len(missing)} weight(s) that the config "
-            f"implies, e.g. {missing[:5]}. The checkpoint does not match its "
-            "config."
-        )
-    unexpected = [
-        key
-        for key in checkpoint
-        if key.startswith(owned_prefixes)
-        and key not in weight_map
-        and key not in ignored
-        and not key.endswith(BUFFER_SUFFIXES)
-    ]
-    if unexpected:
-        raise ValueError(
-            f"The checkpoint has {len(unexpected)} weight(s) that its config "
-            f"does not use, e.g. {unexpected[:5]}. The checkpoint does not "
-            "match its config."
-        )
-    progress = None
-    if _PROGRESS.get():
-        import keras
-
-        progress = keras.utils.Progbar(len(weight_map), unit_name="weight")
-    for step, (key, (variable, transform)) in enumerate(weight_map.items()):
-        assign(variable, checkpoint[key], key, transform)
-        if progress is not None:
-            progress.update(step + 1)
-
-
-def load_backbone_weights(backbone, checkpoint):
+def convert_weights(backbone, checkpoint, transformers_config=None):
+    """Assigns `backbone`'s weights from `checkpoint` (HF name -> array),
+    stored as `MegaModel` does or under a head class's `mega.` prefix."""
     prefix = checkpoint_prefix(checkpoint)
-    pooler = [k for k in checkpoint if k.startswith(f"{prefix}pooler.")]
     load_weights(
         backbone_weight_map(backbone, prefix),
         checkpoint,
         owned_prefixes=(f"{prefix}embedding_layer.", f"{prefix}layers."),
     )
-    return pooler
 
 
 def load_backbone(preset, hf_config, cls, load_weights=True, **kwargs):
@@ -424,5 +341,5 @@ def load_backbone(preset, hf_config, cls, load_weights=True, **kwargs):
     config = convert_backbone_config(hf_config)
     backbone = cls(**{**config, **kwargs})
     if load_weights:
-        load_backbone_weights(backbone, read_checkpoint(preset))
+        convert_weights(backbone, read_checkpoint(preset), hf_config)
     return backbone

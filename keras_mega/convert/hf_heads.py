@@ -1,25 +1,12 @@
-"""Hugging Face Mega heads and tokenizer files -> keras-mega tasks.
+"""Hugging Face Mega heads -> keras-mega tasks: the `HEADS` table.
 
-keras-mega's keras-hub loader hook (`keras_hub_compat`) calls `load_task`
-and `convert_tokenizer` for HF directories with `model_type: "mega"`, so
-`MegaTextClassifier.from_preset(hf_dir)` (and the other tasks) builds the
-task with the head's size from the HF config and the head's weights from
-the checkpoint.
-
-HF head class -> keras-mega task: HF weights -> task layers
-
-- `MegaForMaskedLM` -> `MegaMaskedLM`: `dense` -> `mlm_head.dense`,
-  `mlm_head` -> `mlm_head` (bias; kernel unless tied to the embedding).
-- `MegaForCausalLM` -> `MegaCausalLM`: `dense` -> `lm_head.dense`,
-  `lm_head` -> `lm_head` (bias; kernel unless tied).
-- `MegaForSequenceClassification` -> `MegaTextClassifier`:
-  `classifier.dense` -> `pooled_dense`, `classifier.out_proj` -> `logits`.
-- `MegaForTokenClassification` -> `MegaTokenClassifier`: `classifier` ->
-  `logits`.
-- `MegaForMultipleChoice` -> `MegaMultipleChoice`: `mega.pooler.dense` ->
-  `pooler_dense`, `classifier` -> `logits`.
-- `MegaForQuestionAnswering` -> `MegaQuestionAnswerer`: `qa_outputs` ->
-  `qa_outputs` (start, end).
+keras-mega's preset loader (`keras_mega.preset_loaders`) calls `load_task`
+(through `keras_mega.convert.hf`) for HF directories with
+`model_type: "mega"`, so `MegaTextClassifier.from_preset(hf_dir)` (and the
+other tasks) builds the task with the head's size from the HF config and
+the head's weights from the checkpoint. Each `Head` record of `HEADS` names
+an HF head class, its task, and its weights (the `*_map` functions, HF
+name -> task layer).
 
 Label counts come from the HF config (`id2label`, else `num_labels`), and
 the label names (`id2label`) become the task's `id2label`;
@@ -39,97 +26,14 @@ backbone; the rest go to the task, which refuses names it does not know.
 """
 
 import dataclasses
-import json
 import warnings
 
 import numpy as np
 
-from keras_mega import keras_hub_compat as compat
-from keras_mega.convert import hf
-from keras_mega.models.mega_task_utils import backbone_arguments
+from keras_mega.convert import hf_checkpoint
+from keras_mega.convert.hf_checkpoint import dense_weights
+from keras_mega.models.mega_task import backbone_arguments
 from keras_mega.models.mega_task_utils import warn_new_head
-
-# Special tokens `MegaTokenizer` expects, by HF's `special_tokens_map` key.
-SPECIAL_TOKENS = {
-    "bos_token": "<s>",
-    "eos_token": "</s>",
-    "pad_token": "<pad>",
-    "unk_token": "<unk>",
-    "mask_token": "<mask>",
-}
-
-
-# --- Tokenizer ---
-
-NO_TOKENIZER = (
-    "Load without it: from_preset(..., preprocessor=None), or convert with "
-    "--no-tokenizer."
-)
-
-
-def _read_text(preset, name):
-    with open(compat.get_file(preset, name), encoding="utf-8") as f:
-        return f.read()
-
-
-def _check_special_tokens(preset):
-    if not compat.check_file_exists(preset, "special_tokens_map.json"):
-        return
-    special = json.loads(_read_text(preset, "special_tokens_map.json"))
-    for key, ours in SPECIAL_TOKENS.items():
-        theirs = special.get(key)
-        if isinstance(theirs, dict):
-            theirs = theirs.get("content")
-        if theirs is not None and theirs != ours:
-            raise ValueError(
-                f"{preset}: special_tokens_map.json sets {key}={theirs!r}; "
-                f"MegaTokenizer (RoBERTa's BPE) uses {ours!r}. {NO_TOKENIZER}"
-            )
-
-
-def has_tokenizer(preset):
-    """Whether `preset` has tokenizer files `convert_tokenizer` reads."""
-    if compat.check_file_exists(
-        preset, "vocab.json"
-    ) and compat.check_file_exists(preset, "merges.txt"):
-        return True
-    return compat.check_file_exists(preset, "tokenizer.json")
-
-
-def convert_tokenizer(cls, preset, **kwargs):
-    """Builds `cls` (a `MegaTokenizer`) from HF tokenizer files.
-
-    Reads `vocab.json` + `merges.txt` (RoBERTa's slow tokenizer files), or
-    else the BPE model inside `tokenizer.json`.
-    """
-    _check_special_tokens(preset)
-    if compat.check_file_exists(
-        preset, "vocab.json"
-    ) and compat.check_file_exists(preset, "merges.txt"):
-        vocabulary = json.loads(_read_text(preset, "vocab.json"))
-        merges = [
-            line
-            for line in _read_text(preset, "merges.txt").splitlines()
-            if line and not line.startswith("#version")
-        ]
-    elif compat.check_file_exists(preset, "tokenizer.json"):
-        model = json.loads(_read_text(preset, "tokenizer.json"))["model"]
-        if model.get("type") != "BPE":
-            raise ValueError(
-                f"{preset}: tokenizer.json holds a {model.get('type')} model; "
-                f"MegaTokenizer needs RoBERTa's byte-level BPE. {NO_TOKENIZER}"
-            )
-        vocabulary = model["vocab"]
-        merges = [
-            m if isinstance(m, str) else " ".join(m) for m in model["merges"]
-        ]
-    else:
-        raise FileNotFoundError(
-            f"No tokenizer in {preset}: expected vocab.json and merges.txt, "
-            "or tokenizer.json."
-        )
-    return cls(vocabulary=vocabulary, merges=merges, **kwargs)
-
 
 # --- Task config ---
 
@@ -198,19 +102,12 @@ def _token_classifier_labels(hf_config):
 # --- Head weights ---
 
 
-def _dense(layer, prefix):
-    return {
-        f"{prefix}.weight": (layer.kernel, np.transpose),
-        f"{prefix}.bias": (layer.bias, None),
-    }
-
-
 def _lm_head_map(head, hf_name):
     weights = {f"{hf_name}.bias": (head.bias, None)}
     if head.token_embedding is None:
         weights[f"{hf_name}.weight"] = (head.kernel, np.transpose)
     if head.dense is not None:
-        weights.update(_dense(head.dense, "dense"))
+        weights.update(dense_weights(head.dense, "dense"))
     return weights
 
 
@@ -224,24 +121,24 @@ def _causal_lm_map(task):
 
 def _text_classifier_map(task):
     return {
-        **_dense(task.pooled_dense, "classifier.dense"),
-        **_dense(task.output_dense, "classifier.out_proj"),
+        **dense_weights(task.pooled_dense, "classifier.dense"),
+        **dense_weights(task.output_dense, "classifier.out_proj"),
     }
 
 
 def _token_classifier_map(task):
-    return _dense(task.output_dense, "classifier")
+    return dense_weights(task.output_dense, "classifier")
 
 
 def _multiple_choice_map(task):
     return {
-        **_dense(task.pooler_dense, "mega.pooler.dense"),
-        **_dense(task.output_dense, "classifier"),
+        **dense_weights(task.pooler_dense, "mega.pooler.dense"),
+        **dense_weights(task.output_dense, "classifier"),
     }
 
 
 def _question_answerer_map(task):
-    return _dense(task.span_dense, "qa_outputs")
+    return dense_weights(task.span_dense, "qa_outputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,8 +254,8 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
             cls.backbone_cls, False, **backbone_kwargs, **more
         )
         if load_weights:
-            checkpoint = hf.read_checkpoint(loader.preset)
-            hf.load_backbone_weights(backbone, checkpoint)
+            checkpoint = hf_checkpoint.read_checkpoint(loader.preset)
+            loader.converter.convert_weights(backbone, checkpoint, hf_config)
         kwargs["backbone"] = backbone
     if "preprocessor" not in kwargs and cls.preprocessor_cls:
         kwargs["preprocessor"] = loader.load_preprocessor(cls.preprocessor_cls)
@@ -374,14 +271,21 @@ def load_task(loader, cls, load_weights, load_task_weights, **kwargs):
         )
         return task
     if checkpoint is None:
-        checkpoint = hf.read_checkpoint(loader.preset)
-    hf.load_weights(
+        checkpoint = hf_checkpoint.read_checkpoint(loader.preset)
+    convert_head(task, checkpoint, hf_config)
+    return task
+
+
+def convert_head(task, checkpoint, transformers_config=None):
+    """Assigns the head weights of `task` from `checkpoint` (HF name ->
+    array), which holds the head of the task's HF class (`HEADS`)."""
+    head = _head_of(type(task))
+    hf_checkpoint.load_weights(
         head.weight_map(task),
         checkpoint,
         owned_prefixes=head.hf_prefixes,
         ignored=_tied_copies(task),
     )
-    return task
 
 
 def _label_kwargs(preset, cls, hf_class, labels, matches, architecture, kwargs):

@@ -2,23 +2,23 @@
 
 import keras
 
+from keras_mega.layers.layer_options import LayerOptions
+from keras_mega.layers.layer_options import renamed
 from keras_mega.layers.mega_cross_attention import MegaCrossAttention
 from keras_mega.layers.mega_gated_attention import MegaGatedAttention
 from keras_mega.layers.normalized_ffn import NormalizedFFN
 
-# Arguments MegaBlock hands to its sublayers, with HF's counterpart.
-_SHARED = (
-    "normalization_type",
-    "norm_affine",
-    "activation",
-    "dropout",
-    "feature_dropout",
-    "initializer_range",
-)
+# Where a block's option names differ from its sublayers' (sublayer's
+# name -> block's).
+ATTENTION_NAMES = {"normalize_before": "normalize_before_attention"}
+FFN_NAMES = {
+    "normalize_before": "normalize_before_ffn",
+    "activation_dropout": "ffn_activation_dropout",
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaBlock(keras.layers.Layer):
+class MegaBlock(LayerOptions, keras.layers.Layer):
     """A Mega layer (HF `MegaBlock`).
 
     `MegaGatedAttention`, then `MegaCrossAttention` over an encoder output
@@ -47,121 +47,48 @@ class MegaBlock(keras.layers.Layer):
     (2, 5, 16)
     """
 
-    def __init__(
-        self,
-        hidden_dim,
-        intermediate_dim,
-        shared_dim=64,
-        ema_dim=16,
-        bidirectional=False,
-        causal=False,
-        chunk_size=None,
-        truncation=None,
-        attention_activation="softmax",
-        relative_position_bias="rotary",
-        max_sequence_length=2048,
-        normalization_type="scalenorm",
-        norm_affine=True,
-        normalize_before_attention=True,
-        activation="silu",
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        feature_dropout=False,
-        use_normalized_ffn=True,
-        ffn_dim=None,
-        normalize_before_ffn=True,
-        ffn_activation_dropout=0.0,
-        cross_attention=False,
-        initializer_range=0.02,
-        ema_delta_alpha_range=0.2,
-        ema_beta_range=0.02,
-        ema_gamma_omega_range=1.0,
-        ema_init="paper",
-        ema_max_timescale=1024.0,
-        **kwargs,
-    ):
+    OPTIONS = {
+        **renamed(MegaGatedAttention.OPTIONS, ATTENTION_NAMES),
+        # The FFN's own options; those it shares with the attention (norm,
+        # activation, dropout, ...) have the same value in both.
+        **renamed(NormalizedFFN.OPTIONS, FFN_NAMES),
+        "use_normalized_ffn": True,
+        "ffn_dim": None,
+        "cross_attention": False,
+    }
+
+    def __init__(self, hidden_dim, intermediate_dim, **kwargs):
+        options = self.pop_options(kwargs)
         super().__init__(**kwargs)
+        self.set_options(options)
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
-        self.shared_dim = shared_dim
-        self.ema_dim = ema_dim
-        self.bidirectional = bidirectional
-        self.causal = causal
-        self.chunk_size = chunk_size
-        self.truncation = truncation
-        self.attention_activation = attention_activation
-        self.relative_position_bias = relative_position_bias
-        self.max_sequence_length = max_sequence_length
-        self.normalization_type = normalization_type
-        self.norm_affine = norm_affine
-        self.normalize_before_attention = normalize_before_attention
-        self.activation = activation
-        self.dropout = dropout
-        self.hidden_dropout = hidden_dropout
-        self.attention_dropout = attention_dropout
-        self.feature_dropout = feature_dropout
-        self.use_normalized_ffn = use_normalized_ffn
-        self.ffn_dim = ffn_dim or intermediate_dim
-        self.normalize_before_ffn = normalize_before_ffn
-        self.ffn_activation_dropout = ffn_activation_dropout
-        self.cross_attention = cross_attention
-        self.initializer_range = initializer_range
-        self.ema_delta_alpha_range = ema_delta_alpha_range
-        self.ema_beta_range = ema_beta_range
-        self.ema_gamma_omega_range = ema_gamma_omega_range
-        self.ema_init = ema_init
-        self.ema_max_timescale = ema_max_timescale
+        self.ffn_dim = self.ffn_dim or intermediate_dim
 
         # === Layers ===
-        shared = {name: getattr(self, name) for name in _SHARED}
-        bias = dict(
-            relative_position_bias=relative_position_bias,
-            max_sequence_length=max_sequence_length,
-            chunk_size=chunk_size,
-            attention_activation=attention_activation,
-            hidden_dropout=hidden_dropout,
-            attention_dropout=attention_dropout,
-            normalize_before=normalize_before_attention,
-        )
         self.mega_layer = MegaGatedAttention(
             hidden_dim,
             intermediate_dim,
-            shared_dim=shared_dim,
-            ema_dim=ema_dim,
-            bidirectional=bidirectional,
-            causal=causal,
-            truncation=truncation,
-            ema_delta_alpha_range=ema_delta_alpha_range,
-            ema_beta_range=ema_beta_range,
-            ema_gamma_omega_range=ema_gamma_omega_range,
-            ema_init=ema_init,
-            ema_max_timescale=ema_max_timescale,
+            **self.options_for(MegaGatedAttention, ATTENTION_NAMES),
             name="mega_layer",
             dtype=self.dtype_policy,
-            **bias,
-            **shared,
         )
         self.cross_attn = None
-        if cross_attention:
+        if self.cross_attention:
             self.cross_attn = MegaCrossAttention(
                 hidden_dim,
-                shared_dim=shared_dim,
+                **self.options_for(MegaCrossAttention, ATTENTION_NAMES),
                 name="cross_attn",
                 dtype=self.dtype_policy,
-                **bias,
-                **shared,
             )
         self.nffn = None
-        if use_normalized_ffn:
+        if self.use_normalized_ffn:
             self.nffn = NormalizedFFN(
                 hidden_dim,
                 self.ffn_dim,
-                normalize_before=normalize_before_ffn,
-                activation_dropout=ffn_activation_dropout,
+                **self.options_for(NormalizedFFN, FFN_NAMES),
                 name="nffn",
                 dtype=self.dtype_policy,
-                **shared,
             )
 
     def rematerialized_call(self, layer_call, *args, **kwargs):
@@ -169,22 +96,23 @@ class MegaBlock(keras.layers.Layer):
 
         JAX's `jax.checkpoint` (Keras' remat there) would trace every
         argument, so Python branches on `training` or on a `None` input
-        would fail; only tensors go through the checkpoint.
+        would fail; only tensors go through the checkpoint, and
+        positionally: TensorFlow's `tf.recompute_grad` takes no keyword
+        arguments outside eager execution.
         """
         call = super().rematerialized_call(layer_call, *args, **kwargs)
         if call is layer_call:  # No remat for this block.
             return call
 
         def rematerialized(*args, **kwargs):
-            tensors = {
-                k: v for k, v in kwargs.items() if keras.ops.is_tensor(v)
-            }
-            static = {k: v for k, v in kwargs.items() if k not in tensors}
+            names = [k for k, v in kwargs.items() if keras.ops.is_tensor(v)]
+            static = {k: v for k, v in kwargs.items() if k not in names}
 
-            def with_static(*args, **tensors):
-                return layer_call(*args, **tensors, **static)
+            def with_static(*values):
+                tensors = dict(zip(names, values[len(args) :]))
+                return layer_call(*values[: len(args)], **tensors, **static)
 
-            return keras.remat(with_static)(*args, **tensors)
+            return keras.remat(with_static)(*args, *map(kwargs.get, names))
 
         return rematerialized
 
@@ -217,30 +145,14 @@ class MegaBlock(keras.layers.Layer):
             return_attention_scores=True,
             document_ids=document_ids,
         )
-        cross_weights = None
-        if self.cross_attn is not None:
-            self._check_encoder(encoder_sequence_output)
-            x, cross_weights = self.cross_attn(
-                x,
-                encoder_sequence_output,
-                encoder_padding_mask=encoder_padding_mask,
-                training=training,
-                return_attention_scores=True,
-            )
-        if self.nffn is not None:
-            x = self.nffn(x, training=training)
+        x, cross_weights = self._after_attention(
+            x, encoder_sequence_output, encoder_padding_mask, 0, training
+        )
         if not return_attention_scores:
             return x
         if cross_weights is None:
             return x, weights
         return x, weights, cross_weights
-
-    def _check_encoder(self, encoder_sequence_output):
-        if encoder_sequence_output is None:
-            raise ValueError(
-                "This MegaBlock has cross_attention=True: pass "
-                "`encoder_sequence_output`."
-            )
 
     def _after_attention(
         self,
@@ -250,18 +162,25 @@ class MegaBlock(keras.layers.Layer):
         position,
         training,
     ):
+        """Cross attention and FFN, if any: `(x, cross weights or None)`."""
+        cross_weights = None
         if self.cross_attn is not None:
-            self._check_encoder(encoder_sequence_output)
-            x = self.cross_attn(
+            if encoder_sequence_output is None:
+                raise ValueError(
+                    "This MegaBlock has cross_attention=True: pass "
+                    "`encoder_sequence_output`."
+                )
+            x, cross_weights = self.cross_attn(
                 x,
                 encoder_sequence_output,
                 encoder_padding_mask=encoder_padding_mask,
                 query_offset=position,
                 training=training,
+                return_attention_scores=True,
             )
         if self.nffn is not None:
             x = self.nffn(x, training=training)
-        return x
+        return x, cross_weights
 
     def prefill(
         self,
@@ -277,7 +196,7 @@ class MegaBlock(keras.layers.Layer):
         x, cache = self.mega_layer.prefill(
             x, padding_mask, position, max_length, document_ids=document_ids
         )
-        x = self._after_attention(
+        x, _ = self._after_attention(
             x, encoder_sequence_output, encoder_padding_mask, 0, False
         )
         return x, cache
@@ -300,7 +219,7 @@ class MegaBlock(keras.layers.Layer):
         x, cache = self.mega_layer.call_with_cache(
             x, cache, position, document_ids=document_ids
         )
-        x = self._after_attention(
+        x, _ = self._after_attention(
             x, encoder_sequence_output, encoder_padding_mask, position, False
         )
         return x, cache
@@ -328,19 +247,3 @@ class MegaBlock(keras.layers.Layer):
             x, encoder_sequence_output, return_attention_scores=True
         )
         return output, weights, cross
-
-    def get_config(self):
-        config = super().get_config()
-        for name in (
-            "hidden_dim intermediate_dim shared_dim ema_dim bidirectional "
-            "causal chunk_size truncation attention_activation "
-            "relative_position_bias max_sequence_length normalization_type "
-            "norm_affine normalize_before_attention activation dropout "
-            "hidden_dropout attention_dropout feature_dropout "
-            "use_normalized_ffn ffn_dim normalize_before_ffn "
-            "ffn_activation_dropout cross_attention initializer_range "
-            "ema_delta_alpha_range ema_beta_range ema_gamma_omega_range "
-            "ema_init ema_max_timescale"
-        ).split():
-            config[name] = getattr(self, name)
-        return config

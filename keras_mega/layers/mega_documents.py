@@ -38,6 +38,43 @@ def check_document_ids(document_ids, token_ids=None, name="document_ids"):
     return document_ids
 
 
+UNEXPECTED_DOCUMENT_IDS = (
+    "Got `document_ids`, but this MegaBackbone was built without "
+    "document_packing=True, so it would attend across documents. "
+    "Build it with MegaBackbone(..., document_packing=True), or "
+    "drop `document_ids`."
+)
+
+
+def check_document_inputs(inputs, document_packing):
+    """Raises a `ValueError` unless a backbone input dict has checked
+    `document_ids` exactly when the backbone packs documents."""
+    if "document_ids" in inputs and not document_packing:
+        raise ValueError(UNEXPECTED_DOCUMENT_IDS)
+    if document_packing:
+        if inputs.get("document_ids") is None:
+            raise ValueError(
+                "This MegaBackbone has document_packing=True: its inputs "
+                "need `document_ids` (int [batch, length], one id per "
+                "token, each maximal run of equal ids one document). For "
+                "unpacked rows pass zeros, e.g. "
+                "np.zeros_like(token_ids)."
+            )
+        check_document_ids(inputs["document_ids"], inputs.get("token_ids"))
+
+
+def decoding_document_ids(document_ids, token_ids, document_packing):
+    """Checked `document_ids` for a backbone's `prefill`/`call_with_cache`:
+    zeros (each row one document) when packing and none are given."""
+    if not document_packing:
+        if document_ids is not None:
+            raise ValueError(UNEXPECTED_DOCUMENT_IDS)
+        return None
+    if document_ids is None:
+        return ops.zeros_like(token_ids, dtype="int32")
+    return check_document_ids(document_ids, token_ids)
+
+
 def document_boundaries(document_ids, previous_ids=None):
     """bool `[B, L]`: True where a new document starts.
 

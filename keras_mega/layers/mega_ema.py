@@ -5,182 +5,20 @@ import math
 import keras
 from keras import ops
 
+from keras_mega.layers.ema_convolution import decay_powers
+from keras_mega.layers.ema_convolution import document_ema
+from keras_mega.layers.ema_convolution import fft_convolution
 from keras_mega.layers.ema_initializers import EMA_INITS
 from keras_mega.layers.ema_initializers import timescale_logits
 from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_positive_or_none
+from keras_mega.layers.layer_options import LayerOptions
 from keras_mega.layers.mega_documents import document_boundaries
 from keras_mega.layers.mega_documents import document_runs
 
 
-def fft_convolution(x, forward_kernel, backward_kernel=None):
-    """Linear (not circular) convolution along the last axis, in float32.
-
-    `y[t] = sum_a kf[a] x[t - a] + sum_b kb[b] x[t + b]`.
-
-    Args:
-        x: `[D, B, L]` float32.
-        forward_kernel: `[D, L]`, lags `0..L-1` into the past.
-        backward_kernel: optional `[D, L]`, lags into the future.
-    """
-    length = ops.shape(x)[-1]
-    n = 2 * length  # no wrap-around for lags up to L - 1 in either direction
-    xr, xi = ops.rfft(x, fft_length=n)
-    kr, ki = ops.rfft(forward_kernel, fft_length=n)
-    if backward_kernel is not None:
-        # A correlation with kb is a product with its conjugate spectrum.
-        br, bi = ops.rfft(backward_kernel, fft_length=n)
-        kr, ki = kr + br, ki - bi
-    kr, ki = kr[:, None], ki[:, None]
-    yr = xr * kr - xi * ki
-    yi = xr * ki + xi * kr
-    return ops.irfft((yr, yi), fft_length=n)[..., :length]
-
-
-# Block length of the FFT-free EMA: a Toeplitz matmul within each block, the
-# state carried across blocks. Measured on CPU (benchmarks/compare_hf.py).
-EMA_BLOCK = 64
-# With document boundaries the Toeplitz matmul is masked per block (a
-# product and a sum, memory-bound): shorter blocks are faster there.
-DOCUMENT_EMA_BLOCK = 16
-
-
-def decay_powers(q, lags):
-    """`q ** lags` as `exp(lags * log q)` (as HF computes it): `q` `[K, N]`,
-    float32 `lags` `[T]` -> `[K, N, T]`."""
-    return ops.exp(lags[None, None, :] * ops.log(q)[:, :, None])
-
-
 def _static_int(value):
     return value if isinstance(value, int) else None
-
-
-def _lower_toeplitz(kernel):
-    """`T[k, t, s] = kernel[k, t - s]` for `t >= s`, else 0, from `[K, C]`.
-
-    Built by tiling and reshaping (no gather: its gradient, a scatter, is
-    slow on CPU): row `t` of a period-`2C` tiling read with stride `2C - 1`
-    starts `t` places further back.
-    """
-    channels, size = ops.shape(kernel)
-    zeros = ops.zeros_like(kernel)
-    rolled = ops.roll(
-        ops.concatenate([ops.flip(kernel, axis=-1), zeros], axis=-1),
-        -(size - 1),
-        axis=-1,
-    )
-    flat = ops.tile(rolled, (1, size))[:, : size * (2 * size - 1)]
-    return ops.reshape(flat, (channels, size, 2 * size - 1))[:, :, :size]
-
-
-def block_ema(u, p_beta, q, gamma, block=EMA_BLOCK, segments=None):
-    """Causal EMA of `u` without FFT: exact, in float32, O(L) memory.
-
-    Each channel `k` runs `h_t = q * h_{t-1} + p_beta * u_t` (per EMA
-    dimension) and emits `y_t = sum_n gamma * h_t`. Within a block of
-    `block` steps that is a Toeplitz matmul with the kernel
-    `sum_n p_beta * gamma * q**lag`; across blocks the state at each block
-    end is carried by a log-depth prefix scan with the constant factor
-    `q**block`, and decays into the next block as `q**(t + 1)`.
-
-    With `segments` (packed documents) the state restarts where a segment
-    starts: `h_t = p_beta * u_t` there. The Toeplitz matmul is masked to
-    pairs in the same segment, a block's end state counts only its last
-    segment, and the scan and the carry into a block stop at a boundary.
-    Every term is a sum of in-segment products (nothing is subtracted),
-    so the result is as exact as without segments.
-
-    Args:
-        u: float32 `[K, B, L]` (channels first: the per-channel matmuls
-            are fastest so) with a static `L`.
-        p_beta, q, gamma: float32 `[K, N]`.
-        block: int. Block length.
-        segments: optional int `[B, L]`: a label per position, distinct
-            for each maximal run (see `mega_documents.document_runs`).
-
-    Returns:
-        `(y [K, B, L], state [B, K, N])`, the state after the last step.
-    """
-    length = ops.shape(u)[-1]
-    if isinstance(length, int):
-        block = min(block, length)
-    pad = (-length) % block
-    # Zeros in front leave a zero state at zero: outputs and state are exact.
-    u = ops.pad(u, [[0, 0], [0, 0], [pad, 0]])
-    blocks = (length + pad) // block  # a tensor when the length is unknown
-    powers = decay_powers(q, ops.arange(block + 1, dtype="float32"))
-    kernel = ops.einsum("kn,knt->kt", p_beta * gamma, powers[..., :-1])
-    toeplitz = _lower_toeplitz(kernel)  # [K, t, s]
-    if isinstance(blocks, int):
-        u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], blocks, block))
-    else:
-        u = ops.reshape(u, (ops.shape(u)[0], ops.shape(u)[1], -1, block))
-    to_end = p_beta[:, :, None] * ops.flip(powers[..., :-1], axis=-1)
-    decay = powers[..., -1][:, None, None, :]  # q**block, [K, 1, 1, N]
-    if segments is None:
-        y = ops.einsum("kbjs,kts->kbjt", u, toeplitz)
-        # State at the end of each block from its own inputs, then the scan.
-        state = ops.einsum("kbjs,kns->kbjn", u, to_end)
-        carried = None
-    else:
-        # The padding in front is a segment of its own (-1; its inputs
-        # are zero anyway).
-        segments = ops.pad(
-            ops.cast(segments, "int32"), [[0, 0], [pad, 0]], constant_values=-1
-        )
-        segments = ops.reshape(
-            segments, (ops.shape(segments)[0], -1, block)
-        )  # [B, J, C]
-        same = ops.cast(
-            segments[:, :, :, None] == segments[:, :, None, :], "float32"
-        )  # [B, J, t, s]
-        # The masked Toeplitz differs per block: a product and a sum (a
-        # three-operand einsum is many times slower on CPU).
-        y = ops.sum(
-            toeplitz[:, None, None] * same[None] * u[:, :, :, None, :], -1
-        )
-        last = ops.cast(segments == segments[:, :, -1:], "float32")
-        state = ops.einsum("kbjs,kns->kbjn", u * last[None], to_end)
-        # The segment each block ends in, and the one before it ended in.
-        ends = segments[:, :, -1]
-        before_end = ops.concatenate([segments[:, :1, 0], ends[:, :-1]], 1)
-        # A block keeps the state carried into it iff it has no boundary.
-        kept = ops.cast(ends == before_end, "float32")  # [B, J]
-        decay = decay * kept[None, :, :, None]
-        # Positions of a block still in the segment the last block ended in.
-        carried = ops.cast(segments == before_end[:, :, None], "float32")
-
-    def scan_step(shift, state, decay):
-        widths = [[0, 0], [0, 0], [shift, 0], [0, 0]]
-        earlier = ops.pad(state[:, :, :-shift], widths)
-        state = state + decay * earlier
-        if segments is not None:
-            earlier = ops.pad(decay[:, :, :-shift], widths, constant_values=1)
-            decay = decay * earlier
-        else:
-            decay = decay * decay
-        return shift * 2, state, decay
-
-    if isinstance(blocks, int):
-        shift = 1
-        while shift < blocks:
-            shift, state, decay = scan_step(shift, state, decay)
-    else:  # An unknown length (TF graphs): the same scan as a loop.
-        _, state, decay = ops.while_loop(
-            lambda shift, state, decay: shift < blocks,
-            scan_step,
-            (ops.convert_to_tensor(1, "int32"), state, decay),
-        )
-    if not isinstance(blocks, int) or blocks > 1:
-        before = ops.pad(state[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
-        incoming = ops.einsum(
-            "kbjn,knt->kbjt", before, gamma[:, :, None] * powers[..., 1:]
-        )
-        if carried is not None:
-            incoming = incoming * carried[None]
-        y = y + incoming
-    y = ops.reshape(y, (ops.shape(y)[0], ops.shape(y)[1], -1))
-    return y[..., pad:], ops.transpose(state[:, :, -1], (1, 0, 2))
 
 
 def _alternating_signs(n):
@@ -188,7 +26,7 @@ def _alternating_signs(n):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaEMA(keras.layers.Layer):
+class MegaEMA(LayerOptions, keras.layers.Layer):
     """Multi-dimensional damped EMA, Mega's moving-average sublayer.
 
     Each of the `hidden_dim` channels is expanded into `ema_dim` damped EMAs
@@ -233,9 +71,7 @@ class MegaEMA(keras.layers.Layer):
     >>> y2, state = ema.step(x[:, 6:], state)  # together equal `y`
     """
 
-    def __init__(
-        self,
-        hidden_dim,
+    OPTIONS = dict(
         ema_dim=16,
         bidirectional=False,
         truncation=None,
@@ -244,18 +80,18 @@ class MegaEMA(keras.layers.Layer):
         ema_gamma_omega_range=1.0,
         ema_init="paper",
         ema_max_timescale=1024.0,
-        **kwargs,
-    ):
+    )
+
+    def __init__(self, hidden_dim, **kwargs):
+        options = self.pop_options(kwargs)
         super().__init__(**kwargs)
-        self.ema_init = check_choice("ema_init", ema_init, EMA_INITS)
-        self.ema_max_timescale = float(ema_max_timescale)
+        self.set_options(options)
+        check_choice("ema_init", self.ema_init, EMA_INITS)
+        self.ema_max_timescale = float(self.ema_max_timescale)
         self.hidden_dim = int(hidden_dim)
-        self.ema_dim = int(ema_dim)
-        self.bidirectional = bool(bidirectional)
-        self.truncation = check_positive_or_none("truncation", truncation)
-        self.ema_delta_alpha_range = ema_delta_alpha_range
-        self.ema_beta_range = ema_beta_range
-        self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.ema_dim = int(self.ema_dim)
+        self.bidirectional = bool(self.bidirectional)
+        self.truncation = check_positive_or_none("truncation", self.truncation)
         self.scale = math.sqrt(1.0 / self.ema_dim)
 
     def build(self, input_shape=None):
@@ -281,30 +117,19 @@ class MegaEMA(keras.layers.Layer):
             )
             damping_init = keras.initializers.Constant(damping)
             decay_init = keras.initializers.Constant(decay)
-        self.damping_factor = self.add_weight(
-            name="damping_factor",
-            shape=shape,
-            initializer=damping_init,
-            autocast=False,
-        )
-        self.decay_factor = self.add_weight(
-            name="decay_factor",
-            shape=shape,
-            initializer=decay_init,
-            autocast=False,
-        )
-        self.ema_expansion_matrix = self.add_weight(
-            name="ema_expansion_matrix",
-            shape=shape,
-            initializer=beta_init,
-            autocast=False,
-        )
-        self.kernel_projection_matrix = self.add_weight(
-            name="kernel_projection_matrix",
-            shape=shape,
-            initializer=normal(stddev=self.ema_gamma_omega_range),
-            autocast=False,
-        )
+        initializers = {
+            "damping_factor": damping_init,
+            "decay_factor": decay_init,
+            "ema_expansion_matrix": beta_init,
+            "kernel_projection_matrix": normal(
+                stddev=self.ema_gamma_omega_range
+            ),
+        }
+        for name, initializer in initializers.items():
+            weight = self.add_weight(
+                name=name, shape=shape, initializer=initializer, autocast=False
+            )
+            setattr(self, name, weight)
         self.residual_weight = self.add_weight(
             name="residual_weight",
             shape=(self.hidden_dim,),
@@ -354,82 +179,52 @@ class MegaEMA(keras.layers.Layer):
         its document run alone.
         """
         u = self._masked_channels_first(x, padding_mask)
-        length = _static_int(ops.shape(x)[1])
-        if document_ids is not None:
-            ema = self._document_ema(u, length, document_ids)
-        elif length is None or self.truncation is not None:
-            ema = self._fft_ema(u)
-        elif self.bidirectional:
-            # The backward EMA is the forward one on the reversed sequence.
-            both = ops.concatenate([u, ops.flip(u, axis=-1)], axis=0)
-            ema, _ = block_ema(both, *self.coefficients())
-            forward, backward = ops.split(ema, 2, axis=0)
-            ema = forward + ops.flip(backward, axis=-1)
-        else:
-            ema, _ = block_ema(u, *self.coefficients())
+        ema, _ = self._ema(u, document_ids)
         return self._output(x, ops.transpose(ema, (1, 2, 0)))
 
-    def _document_ema(self, u, length, document_ids):
-        """The EMA restarting at document boundaries, `[D, B, L]`.
+    def _ema(self, u, document_ids=None):
+        """The EMA of `u` `[D, B, L]` and the state after its last step
+        (`[B, D, N]`, or None where the algorithm does not give it): the
+        one place the algorithm is chosen.
 
-        Always the block path (`block_ema` with segments): a convolution
-        over the whole row (the FFT path) would mix documents, and masking
-        its output cannot undo that. A truncated kernel is the full one
-        minus its tail beyond `truncation` lags, and that tail is the EMA
-        state `truncation` steps back, decayed: a second set of channels
-        of the same `block_ema` (with `gamma * q**truncation`), shifted by
-        `truncation` and kept where that state is in the same document.
+        - `document_ids`: `block_ema` restarting at document boundaries (a
+          convolution over the whole row would mix documents; see
+          `document_ema` for truncation);
+        - an unknown length or `truncation`: one FFT convolution;
+        - else `block_ema`, exact and without FFT.
+
+        The backward EMA of a bidirectional one is the forward one on the
+        reversed sequence (whose documents are the same runs, reversed).
         """
-        segments = document_runs(document_ids)
-        p_beta, q, gamma = self.coefficients()
+        length = _static_int(ops.shape(u)[-1])
+        if document_ids is None and (
+            length is None or self.truncation is not None
+        ):
+            kernel = self.kernel(ops.shape(u)[-1])
+            if self.bidirectional:
+                return fft_convolution(u, *ops.split(kernel, 2, axis=0)), None
+            return fft_convolution(u, kernel), None
+        coefficients = self.coefficients()
+        segments = None
+        if document_ids is not None:
+            segments = document_runs(document_ids)
         if not self.bidirectional:
-            return self._segment_ema(u, segments, p_beta, q, gamma)
-        # The backward EMA is the forward one on the reversed row (whose
-        # documents are the same runs, reversed).
-        p_beta, q, gamma = [ops.split(c, 2, axis=0) for c in (p_beta, q, gamma)]
-        forward = self._segment_ema(u, segments, p_beta[0], q[0], gamma[0])
-        backward = self._segment_ema(
-            ops.flip(u, axis=-1),
-            ops.flip(segments, axis=1),
-            p_beta[1],
-            q[1],
-            gamma[1],
-        )
-        return forward + ops.flip(backward, axis=-1)
-
-    def _segment_ema(self, u, segments, p_beta, q, gamma):
-        """One direction of `_document_ema`: `[K, B, L]`."""
-        if self.truncation is None:
-            return block_ema(u, p_beta, q, gamma, DOCUMENT_EMA_BLOCK, segments)[
-                0
-            ]
-        lag = self.truncation
-        channels = ops.shape(u)[0]
-        tail_gamma = gamma * ops.exp(lag * ops.log(q))
-        both, _ = block_ema(
-            ops.concatenate([u, u], axis=0),
-            ops.concatenate([p_beta, p_beta], axis=0),
-            ops.concatenate([q, q], axis=0),
-            ops.concatenate([gamma, tail_gamma], axis=0),
-            DOCUMENT_EMA_BLOCK,
-            segments,
-        )
-        full, tail = both[:channels], both[channels:]
-        length = ops.shape(u)[-1]
-        # The state `lag` steps back, where it is in the same document.
-        tail = ops.pad(tail, [[0, 0], [0, 0], [lag, 0]])[..., :length]
-        back = ops.pad(segments, [[0, 0], [lag, 0]], constant_values=-1)
-        back = back[:, :length]
-        same = ops.cast(back == segments, "float32")
-        return full - tail * same[None]
-
-    def _fft_ema(self, u):
-        """The EMA as one FFT convolution: any length, and truncation."""
-        kernel = self.kernel(ops.shape(u)[-1])
-        if self.bidirectional:
-            forward, backward = ops.split(kernel, 2, axis=0)
-            return fft_convolution(u, forward, backward)
-        return fft_convolution(u, kernel)
+            return document_ema(u, segments, *coefficients, self.truncation)
+        if segments is None:  # Both directions in one call.
+            both = ops.concatenate([u, ops.flip(u, axis=-1)], axis=0)
+            ema, _ = document_ema(both, None, *coefficients)
+            forward, backward = ops.split(ema, 2, axis=0)
+        else:
+            coefficients = [ops.split(c, 2, axis=0) for c in coefficients]
+            forward, backward = zip(*coefficients)
+            forward, _ = document_ema(u, segments, *forward, self.truncation)
+            backward, _ = document_ema(
+                ops.flip(u, axis=-1),
+                ops.flip(segments, axis=1),
+                *backward,
+                self.truncation,
+            )
+        return forward + ops.flip(backward, axis=-1), None
 
     def state_at(self, x, position, padding_mask=None, document_ids=None):
         """The recurrent state after the tokens before `position`.
@@ -447,6 +242,9 @@ class MegaEMA(keras.layers.Layer):
             last = ops.maximum(ops.convert_to_tensor(position, "int32") - 1, 0)
             current = ops.take(runs, ops.reshape(last, (1,)), axis=1)
             u = u * ops.cast(runs == current, "float32")[None]
+        return self._state_at(u, position)
+
+    def _state_at(self, u, position):
         p_beta, q, _ = self.coefficients()
         steps = ops.arange(ops.shape(u)[-1], dtype="float32")
         lag = ops.cast(position, "float32") - 1.0 - steps  # [L]
@@ -495,19 +293,13 @@ class MegaEMA(keras.layers.Layer):
                 "a recurrence; step() needs truncation=None."
             )
         u = self._masked_channels_first(x, padding_mask)  # [D, B, T]
-        p_beta, q, gamma = self.coefficients()
         length = ops.shape(x)[1]
-        segments = None
-        if document_ids is not None:
-            segments = document_runs(document_ids)
-        if segments is not None or _static_int(length) is not None:
-            block = EMA_BLOCK if segments is None else DOCUMENT_EMA_BLOCK
-            ema, new_state = block_ema(u, p_beta, q, gamma, block, segments)
-        else:
-            ema = fft_convolution(u, self.kernel(length))
-            new_state = self.state_at(x, length, padding_mask)
+        ema, new_state = self._ema(u, document_ids)
+        if new_state is None:
+            new_state = self._state_at(u, length)
         if state is not None:
             state = ops.cast(state, "float32")
+            _, q, gamma = self.coefficients()
             # The old state decays into every position t: q**(t+1) h_prev.
             powers = decay_powers(q, ops.arange(1, length + 1, dtype="float32"))
             incoming = ops.einsum(
@@ -534,20 +326,3 @@ class MegaEMA(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_dim": self.hidden_dim,
-                "ema_dim": self.ema_dim,
-                "bidirectional": self.bidirectional,
-                "truncation": self.truncation,
-                "ema_delta_alpha_range": self.ema_delta_alpha_range,
-                "ema_beta_range": self.ema_beta_range,
-                "ema_gamma_omega_range": self.ema_gamma_omega_range,
-                "ema_init": self.ema_init,
-                "ema_max_timescale": self.ema_max_timescale,
-            }
-        )
-        return config

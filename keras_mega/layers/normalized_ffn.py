@@ -30,20 +30,15 @@ class NormalizedFFN(MegaSublayer):
     (2, 5, 16)
     """
 
-    def __init__(
-        self,
-        hidden_dim,
-        intermediate_dim,
-        activation_dropout=0.0,
-        **kwargs,
-    ):
+    OPTIONS = dict(activation_dropout=0.0, **MegaSublayer.OPTIONS)
+
+    def __init__(self, hidden_dim, intermediate_dim, **kwargs):
         super().__init__(hidden_dim, **kwargs)
         self.intermediate_dim = int(intermediate_dim)
-        self.activation_dropout = activation_dropout
         self.fc1 = self.dense(intermediate_dim, "fc1")
         self.fc2 = self.dense(hidden_dim, "fc2")
         self.activation_dropout_layer = self.make_dropout(
-            activation_dropout, "activation_dropout"
+            self.activation_dropout, "activation_dropout"
         )
 
     def build(self, input_shape):
@@ -54,9 +49,7 @@ class NormalizedFFN(MegaSublayer):
         self.built = True
 
     def call(self, x, training=None):
-        residual = x
-        if self.normalize_before:
-            x = self.norm(x, training=training)
+        residual, x = self.pre_norm(x, training)
         hidden = self.activation_fn(self.fc1(x))
         hidden = self.activation_dropout_layer(hidden, training=training)
         out = self.dropout_layer(self.fc2(hidden), training=training)
@@ -64,13 +57,3 @@ class NormalizedFFN(MegaSublayer):
         if not self.normalize_before:
             out = self.norm(out, training=training)
         return out
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "intermediate_dim": self.intermediate_dim,
-                "activation_dropout": self.activation_dropout,
-            }
-        )
-        return config

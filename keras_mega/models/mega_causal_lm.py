@@ -1,24 +1,22 @@
 """`MegaCausalLM`: Mega with HF `MegaForCausalLM`'s head."""
 
 import keras
-import numpy as np
 from keras import ops
 from keras_hub.models import CausalLM
-from keras_hub.samplers import ContrastiveSampler
 
 from keras_mega.keras_hub_compat import any_equal
+from keras_mega.models import mega_prefix_decoding as prefix_decoding
 from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_causal_lm_preprocessor import (
     MegaCausalLMPreprocessor,
 )
-from keras_mega.models.mega_prefix_state import MegaPrefixState
-from keras_mega.models.mega_task_utils import MegaLMTaskMixin
-from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_lm_head import MegaLMHead
+from keras_mega.models.mega_task import MegaTask
 from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaCausalLM(MegaLMTaskMixin, CausalLM):
+class MegaCausalLM(MegaTask, CausalLM):
     """Mega for causal (next token) language modeling.
 
     HF `MegaForCausalLM`'s head on a causal Mega backbone: an optional
@@ -84,11 +82,10 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
                 f"bidirectional=False). Got causal={backbone.causal}, "
                 f"bidirectional={backbone.bidirectional}."
             )
-        check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.lm_head = self._lm_head(
+        self.lm_head = MegaLMHead.for_backbone(
             backbone, use_hidden_dense, tie_weights, name="lm_head"
         )
 
@@ -138,21 +135,15 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
             stop_token_ids: ids that end a sequence, or None.
 
         With `"state_tokens"` in `inputs`, it computes a prefix state
-        instead (see `_state_step`), so that `prefill_state()` runs through
+        instead (`mega_prefix_decoding.state_step`), so that `prefill_state()` runs through
         the same compiled function as generation.
         """
         if "state_tokens" in inputs:
-            return self._state_step(inputs)
+            return prefix_decoding.state_step(self.backbone, inputs)
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
-        if "prefix_cache" in inputs:
-            # From a `MegaPrefixState` (see `generate(prefix_state=...)`):
-            # `token_ids[:, 0]` is the prefix's last token, at absolute
-            # position `offset`; the cache is the state before
-            # `token_ids[:, prefix_start]`.
-            cache = inputs["prefix_cache"]
-            offset = ops.cast(inputs["prefix_position"], "int32")
-            index = ops.cast(inputs["prefix_start"], "int32") + 1
-            hidden_states = None
+        hidden_states = None
+        if "prefix_cache" in inputs:  # From `generate(prefix_state=...)`.
+            cache, offset, index = prefix_decoding.step_start(inputs)
         else:
             hidden_states, cache = self._build_cache(token_ids, padding_mask)
             lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
@@ -194,7 +185,7 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
             padding_mask = ops.ones_like(token_ids, dtype="bool")
         return {"token_ids": token_ids, "padding_mask": padding_mask}
 
-    # --- Reusable prefix state ---
+    # --- Reusable prefix state (`mega_prefix_decoding`) ---
 
     def prefill_state(self, prefix, max_length=None, prefix_state=None):
         """Reads a shared prefix once, for many continuations.
@@ -228,174 +219,9 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
         )
         ```
         """
-        if self.backbone.cross_attention:
-            raise ValueError(
-                "prefill_state() does not support cross_attention=True "
-                "backbones (the state would depend on the encoder output)."
-            )
-        token_ids = self._prefix_token_ids(prefix)
-        batch_size, length = token_ids.shape
-        if length < 1:
-            raise ValueError("The prefix needs at least one token.")
-        last_token = ops.convert_to_tensor(token_ids[:, -1], "int32")
-        if prefix_state is not None:
-            prefix_state.check(self, batch_size)
-            prefix_state.check_length(length)
-            fed = np.concatenate(
-                [
-                    ops.convert_to_numpy(prefix_state.last_token)[:, None],
-                    token_ids[:, :-1],
-                ],
-                axis=1,
-            )
-            cache = self._run_state_step(
-                fed, prefix_state.layers, prefix_state.position - 1
-            )
-            return MegaPrefixState(
-                cache,
-                last_token,
-                prefix_state.position + length,
-                prefix_state.window,
-                prefix_state.chunk_size,
-                prefix_state.config_fingerprint,
-                prefix_state.weights_fingerprint,
-            )
-        chunk_size = self.backbone.chunk_size
-        if chunk_size:
-            window = chunk_size
-        else:
-            window = int(max_length or self.backbone.max_sequence_length)
-            if length > window:
-                raise ValueError(
-                    f"The prefix has {length} tokens, more than the {window} "
-                    "positions an unchunked model's prefix state holds "
-                    f"(max_length={window}). Pass `prefill_state(prefix, "
-                    "max_length=N)` with N >= prefix plus continuation "
-                    "length, or use a chunked model (`chunk_size`), whose "
-                    "state does not grow with the length."
-                )
-        cache = self._run_state_step(token_ids, slots=window)
-        return MegaPrefixState(
-            cache,
-            last_token,
-            length,
-            window,
-            chunk_size,
-            *MegaPrefixState.fingerprints(self),
+        return prefix_decoding.prefill_state(
+            self, prefix, max_length, prefix_state
         )
-
-    def _state_step(self, inputs):
-        """The cache before the last of `inputs["state_tokens"]` `[B, T]`.
-
-        From `inputs["state_cache"]` at `inputs["state_position"]` when
-        given, else prefilled from position 0 into a cache of
-        `inputs["cache_slots"].shape[0]` slots (a static shape, so that the
-        compiled function is traced for it).
-        """
-        tokens = inputs["state_tokens"]
-        if "state_cache" in inputs:
-            _, cache = self.backbone.call_with_cache(
-                tokens, inputs["state_cache"], inputs["state_position"]
-            )
-            return {"cache": cache}
-        length = ops.shape(tokens)[1]
-        _, cache = self.backbone.prefill(
-            {"token_ids": tokens, "padding_mask": ops.ones_like(tokens)},
-            length - 1,
-            max_length=ops.shape(inputs["cache_slots"])[0],
-        )
-        return {"cache": cache}
-
-    def _run_state_step(self, tokens, cache=None, position=None, slots=None):
-        inputs = {"state_tokens": ops.convert_to_tensor(tokens, "int32")}
-        if cache is not None:
-            inputs["state_cache"] = cache
-            inputs["state_position"] = ops.convert_to_tensor(position, "int32")
-        else:
-            inputs["cache_slots"] = ops.zeros((slots,), "int8")
-        function = self.make_generate_function()
-        return function(inputs, stop_token_ids=None)["cache"]
-
-    def _prefix_token_ids(self, prefix):
-        if isinstance(prefix, dict):
-            token_ids = np.asarray(ops.convert_to_numpy(prefix["token_ids"]))
-            if "padding_mask" in prefix:
-                mask = np.asarray(ops.convert_to_numpy(prefix["padding_mask"]))
-                if not mask.astype(bool).all():
-                    raise ValueError(
-                        "A prefix has no padding: every row is P real tokens "
-                        "(prefill rows of different lengths separately)."
-                    )
-        elif isinstance(prefix, str) or (
-            isinstance(prefix, (list, tuple))
-            and prefix
-            and isinstance(prefix[0], str)
-        ):
-            rows = self._tokenize(
-                [prefix] if isinstance(prefix, str) else prefix
-            )
-            start = self.preprocessor.tokenizer.start_token_id
-            if self.preprocessor.add_start_token:
-                rows = [[start] + row for row in rows]
-            if len({len(row) for row in rows}) > 1:
-                raise ValueError(
-                    "The prefix strings have different token counts "
-                    f"({[len(row) for row in rows]}); prefill them one by one."
-                )
-            token_ids = np.array(rows, "int32")
-        else:
-            token_ids = np.asarray(ops.convert_to_numpy(prefix))
-        if token_ids.ndim == 1:
-            token_ids = token_ids[None]
-        if token_ids.ndim != 2 or not np.issubdtype(
-            token_ids.dtype, np.integer
-        ):
-            raise ValueError(
-                "A prefix is int token ids [batch, length]; got "
-                f"{token_ids.dtype} {token_ids.shape}."
-            )
-        return token_ids.astype("int32")
-
-    def _tokenize(self, texts):
-        if self.preprocessor is None:
-            raise ValueError(
-                "Strings need a preprocessor; pass token ids instead."
-            )
-        ids = self.preprocessor.tokenizer(list(texts))
-        if hasattr(ids, "to_list"):
-            ids = ids.to_list()
-        return [list(np.asarray(row).tolist()) for row in ids]
-
-    def _continuations(self, inputs, max_length):
-        """`(token_ids, padding_mask, from_strings)` as numpy."""
-        if isinstance(inputs, dict):
-            token_ids = np.asarray(ops.convert_to_numpy(inputs["token_ids"]))
-            mask = inputs.get("padding_mask")
-            mask = (
-                np.ones_like(token_ids)
-                if mask is None
-                else np.asarray(ops.convert_to_numpy(mask))
-            )
-            if token_ids.ndim == 1:
-                token_ids, mask = token_ids[None], mask[None]
-            return token_ids.astype("int32"), mask.astype(bool), False
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError(
-                "With a prefix state, continuations are a dict with "
-                "`token_ids`/`padding_mask` or (with a preprocessor) strings."
-            )
-        rows = self._tokenize(texts)
-        length = max_length or self.preprocessor.sequence_length
-        token_ids = np.full(
-            (len(rows), length), self.preprocessor.tokenizer.pad_token_id
-        )
-        mask = np.zeros((len(rows), length), bool)
-        for i, row in enumerate(rows):
-            row = row[:length]
-            token_ids[i, : len(row)] = row
-            mask[i, : len(row)] = True
-        return token_ids.astype("int32"), mask, True
 
     def generate(
         self,
@@ -425,71 +251,14 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
                 stop_token_ids=stop_token_ids,
                 strip_prompt=strip_prompt,
             )
-        if not isinstance(prefix_state, MegaPrefixState):
-            raise TypeError(
-                "prefix_state must be a MegaPrefixState (from "
-                f"`prefill_state()`); got {type(prefix_state).__name__}."
-            )
-        if isinstance(self.sampler, ContrastiveSampler):
-            raise ValueError(
-                "Contrastive search needs the prompt's hidden states, which "
-                "a prefix state does not keep; use another sampler."
-            )
-        if stop_token_ids == "auto":
-            if self.preprocessor is None:
-                raise ValueError(
-                    'stop_token_ids="auto" needs a preprocessor; pass None '
-                    "or a tuple of token ids."
-                )
-            stop_token_ids = [self.preprocessor.tokenizer.end_token_id]
-        token_ids, mask, from_strings = self._continuations(inputs, max_length)
-        batch_size, length = token_ids.shape
-        lengths = mask.sum(-1)
-        if not (mask == (np.arange(length)[None] < lengths[:, None])).all():
-            raise ValueError(
-                "Continuations must be right-padded: padding_mask is 1 for "
-                "each row's tokens, then 0."
-            )
-        prefix_state.check(self, batch_size)
-        prefix_state.check_length(length)
-
-        # Row `i`: the prefix's last token, then the continuation.
-        last = ops.convert_to_numpy(prefix_state.last_token)[:, None]
-        token_ids = np.concatenate([last.astype("int32"), token_ids], 1)
-        mask = np.concatenate([np.ones((batch_size, 1), bool), mask], 1)
-        cache = prefix_state.layers
-        start = int(lengths.min())
-        if start:
-            cache = self._run_state_step(
-                token_ids[:, :start], cache, prefix_state.position - 1
-            )
-        step_inputs = {
-            "token_ids": ops.convert_to_tensor(token_ids, "int32"),
-            "padding_mask": ops.convert_to_tensor(mask, "bool"),
-            "prefix_cache": cache,
-            "prefix_position": ops.convert_to_tensor(
-                prefix_state.position - 1, "int32"
-            ),
-            "prefix_start": ops.convert_to_tensor(start, "int32"),
-        }
-        generate_function = self.make_generate_function()
-        outputs = generate_function(step_inputs, stop_token_ids=stop_token_ids)
-        out_ids = np.asarray(ops.convert_to_numpy(outputs["token_ids"]))[:, 1:]
-        out_mask = np.asarray(ops.convert_to_numpy(outputs["padding_mask"]))
-        out_mask = out_mask[:, 1:].astype(bool)
-        if strip_prompt:
-            out_ids, out_mask = _strip(out_ids, out_mask, lengths)
-        outputs = {"token_ids": out_ids, "padding_mask": out_mask}
-        if not from_strings:
-            return outputs
-        texts = self.preprocessor.generate_postprocess(outputs)
-        if hasattr(texts, "numpy"):
-            texts = texts.numpy()
-        texts = [
-            t.decode("utf-8") if isinstance(t, bytes) else t
-            for t in np.asarray(texts).tolist()
-        ]
-        return texts[0] if isinstance(inputs, str) else texts
+        return prefix_decoding.generate(
+            self,
+            inputs,
+            max_length=max_length,
+            stop_token_ids=stop_token_ids,
+            strip_prompt=strip_prompt,
+            prefix_state=prefix_state,
+        )
 
     def score(
         self,
@@ -558,41 +327,19 @@ class MegaCausalLM(MegaLMTaskMixin, CausalLM):
                 x = layer_intercept_fn(x, i)
             logits = self.lm_head(x)
         else:
-            prefix_state.check(self, int(batch_size))
-            prefix_state.check_length(int(length))
-            last = ops.cast(prefix_state.last_token, "int32")[:, None]
-            fed = ops.concatenate([last, token_ids], axis=1)
-            position = prefix_state.position - 1
-            x = layer_intercept_fn(self.backbone.embed(fed), -1)
-            for i, (block, cache) in enumerate(
-                zip(self.backbone.mega_layers, prefix_state.layers)
-            ):
-                x, _ = block.call_with_cache(x, cache, position)
-                x = layer_intercept_fn(x, i)
-            all_logits = self.lm_head(x)
-            logits = all_logits[:, 1:]
+            logits = prefix_decoding.score_logits(
+                self,
+                token_ids,
+                padding_mask,
+                layer_intercept_fn,
+                prefix_state,
+                log_probs=scoring_mode == "log_probs",
+            )
             if scoring_mode == "log_probs":
-                log_probs = ops.log_softmax(
-                    ops.cast(all_logits[:, :-1], "float32"), axis=-1
-                )
-                picked = ops.take_along_axis(
-                    log_probs, token_ids[..., None], axis=-1
-                )[..., 0]
-                return ops.where(ops.cast(padding_mask, "bool"), picked, 0.0)
+                return logits
         if scoring_mode == "logits":
             return logits
         loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None
         )
         return loss(target_ids, logits)
-
-
-def _strip(token_ids, mask, prompt_lengths):
-    """Moves each row's generated tokens to its start (keras-hub's
-    `strip_prompt`)."""
-    out_ids, out_mask = np.zeros_like(token_ids), np.zeros_like(mask)
-    for i, n in enumerate(prompt_lengths):
-        new = token_ids[i, n:][mask[i, n:]]
-        out_ids[i, : len(new)] = new
-        out_mask[i, : len(new)] = True
-    return out_ids, out_mask

@@ -4,7 +4,7 @@ import keras
 from keras_hub.models import CausalLMPreprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_preprocessing_utils import DocumentPacking
+from keras_mega.models.mega_document_packing import DocumentPacking
 from keras_mega.models.mega_preset_io import MegaPresetMixin
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_mega.layers.functional import flat_matmul
 from keras_mega.layers.mega_sublayer import FlatDense
+from keras_mega.models.mega_task_utils import kernel_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
@@ -55,6 +56,19 @@ class MegaLMHead(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="dense",
             )
+
+    @classmethod
+    def for_backbone(cls, backbone, use_hidden_dense, tie_weights, name):
+        """HF's LM head on `backbone`, tied to its token embedding or not."""
+        return cls(
+            vocabulary_size=backbone.vocabulary_size,
+            hidden_dim=backbone.hidden_dim,
+            use_hidden_dense=use_hidden_dense,
+            token_embedding=backbone.token_embedding if tie_weights else None,
+            kernel_initializer=kernel_initializer(backbone),
+            dtype=backbone.dtype_policy,
+            name=name,
+        )
 
     def build(self, inputs_shape, positions_shape=None):
         hidden_dim = self.hidden_dim

@@ -4,16 +4,16 @@ import keras
 from keras_hub.models import MaskedLM
 
 from keras_mega.models.mega_backbone import MegaBackbone
+from keras_mega.models.mega_lm_head import MegaLMHead
 from keras_mega.models.mega_masked_lm_preprocessor import (
     MegaMaskedLMPreprocessor,
 )
-from keras_mega.models.mega_task_utils import MegaLMTaskMixin
-from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_task import MegaTask
 from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMaskedLM(MegaLMTaskMixin, MaskedLM):
+class MegaMaskedLM(MegaTask, MaskedLM):
     """Mega for masked language modeling.
 
     Predicts the original tokens at `mask_positions` with HF
@@ -69,11 +69,10 @@ class MegaMaskedLM(MegaLMTaskMixin, MaskedLM):
         tie_weights=True,
         **kwargs,
     ):
-        check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.lm_head = self._lm_head(
+        self.lm_head = MegaLMHead.for_backbone(
             backbone, use_hidden_dense, tie_weights, name="mlm_head"
         )
 

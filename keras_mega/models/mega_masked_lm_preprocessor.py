@@ -4,7 +4,7 @@ import keras
 from keras_hub.models import MaskedLMPreprocessor
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_preprocessing_utils import DocumentPacking
+from keras_mega.models.mega_document_packing import DocumentPacking
 from keras_mega.models.mega_preprocessing_utils import RobertaPacking
 from keras_mega.models.mega_tokenizer import MegaTokenizer
 

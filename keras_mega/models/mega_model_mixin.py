@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import threading
+import types
 
 import keras
 import numpy as np
@@ -53,11 +54,11 @@ def has_concrete_ids(x):
 class _CheckState(threading.local):
     """Which calls still check their token ids (per thread).
 
-    `scopes` maps `id(model)` to the `_InputCheckScope` of the `fit`/
-    `predict`/`evaluate` running on it (or on the task holding it: JAX's
-    steps run the task's `call`, not its `__call__`, so the backbone sees
-    the inputs first). `depth` counts the checked `__call__`s under way: a
-    model called inside one (the backbone inside its task) has had its ids
+    `scopes` maps `id(model)` to the scope of the `fit`/`predict`/
+    `evaluate` running on it (or on the task holding it: JAX's steps run
+    the task's `call`, not its `__call__`, so the backbone sees the inputs
+    first). `depth` counts the checked `__call__`s under way: a model
+    called inside one (the backbone inside its task) has had its ids
     checked already. `ids_checked` is set while a model whose ids were
     checked runs its other input checks (shapes, `document_ids`, ...):
     those still run on every call, without reading any values.
@@ -72,37 +73,45 @@ class _CheckState(threading.local):
 _STATE = _CheckState()
 
 
-class _InputCheckScope:
+@contextlib.contextmanager
+def _input_check_scope(model, checked, validation_checked=False):
     """Marks `model` (and the Mega models inside it) as inside a `fit`/
     `predict`/`evaluate` call.
 
-    Its `mode` is `"done"` when the inputs were checked up front (the steps
-    check nothing) or `"pending"` (a dataset or generator: the first step
-    with concrete ids checks them, the rest do not). `validation_checked`
-    (in `fit`) says whether `validation_data` was checked up front.
+    The scope's `done` says the inputs were checked up front (the steps
+    check nothing); else (a dataset or generator) the first step with
+    concrete ids checks them and sets it. `validation_checked` (in `fit`)
+    says whether `validation_data` was checked up front.
     """
-
-    def __init__(self, model, checked, validation_checked=False):
-        self.mode = "done" if checked else "pending"
-        self.validation_checked = validation_checked
-        self.keys = [id(model)] + [
-            id(layer)
-            for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, MegaModelMixin)
-        ]
-
-    def __enter__(self):
-        self.previous = [_STATE.scopes.get(key) for key in self.keys]
-        for key in self.keys:
-            _STATE.scopes[key] = self
-        return self
-
-    def __exit__(self, *exc_info):
-        for key, previous in zip(self.keys, self.previous):
-            if previous is None:
+    scope = types.SimpleNamespace(
+        done=checked, validation_checked=validation_checked
+    )
+    keys = [id(model)] + [
+        id(layer)
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, MegaModelMixin)
+    ]
+    previous = {key: _STATE.scopes.get(key) for key in keys}
+    _STATE.scopes.update(dict.fromkeys(keys, scope))
+    try:
+        yield scope
+    finally:
+        for key, outer in previous.items():
+            if outer is None:
                 _STATE.scopes.pop(key, None)
             else:
-                _STATE.scopes[key] = previous
+                _STATE.scopes[key] = outer
+
+
+@contextlib.contextmanager
+def _setting(state, name, value):
+    """Sets `state.<name>` to `value` for the duration."""
+    previous = getattr(state, name)
+    setattr(state, name, value)
+    try:
+        yield
+    finally:
+        setattr(state, name, previous)
 
 
 def _not_grain_threads(record):
@@ -179,27 +188,20 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         # (the backbone in its task) does not read them again: no per-step
         # copy of the ids to the host.
         scope = _STATE.scopes.get(id(self))
-        done = scope is not None and scope.mode == "done"
-        nested = _STATE.depth > 0
+        skip = _STATE.depth > 0 or (scope is not None and scope.done)
         checked = False
-        if args and not nested and not done:
+        if args and not skip:
             checked = self._checked_inputs(args[0])
             if checked and scope is not None:
-                scope.mode = "done"
+                scope.done = True
         elif args:
             # The other checks read no values: they run as before.
-            previous, _STATE.ids_checked = _STATE.ids_checked, True
-            try:
+            with _setting(_STATE, "ids_checked", True):
                 self._check_inputs(args[0])
-            finally:
-                _STATE.ids_checked = previous
-        if not (checked or done or nested):
+        if not (checked or skip):
             return super().__call__(*args, **kwargs)
-        _STATE.depth += 1
-        try:
+        with _setting(_STATE, "depth", _STATE.depth + 1):
             return super().__call__(*args, **kwargs)
-        finally:
-            _STATE.depth -= 1
 
     def _check_labels(self, x, y):
         """Hook: refuses labels the task's head cannot have (tasks).
@@ -216,7 +218,7 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             validation_checked = self._checked_inputs(validation[0])
             self._check_labels(validation[0], validation[1])
-        with _InputCheckScope(self, checked, validation_checked):
+        with _input_check_scope(self, checked, validation_checked):
             with quiet_grain_threads():
                 return super().fit(x, y, *args, **kwargs)
 
@@ -229,12 +231,12 @@ class MegaModelMixin(MegaQuantizationMixin, MegaPresetMixin):
         else:
             checked = self._checked_inputs(x)
             self._check_labels(x, y)
-        with _InputCheckScope(self, checked), quiet_grain_threads():
+        with _input_check_scope(self, checked), quiet_grain_threads():
             return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         checked = self._checked_inputs(x)
-        with _InputCheckScope(self, checked), quiet_grain_threads():
+        with _input_check_scope(self, checked), quiet_grain_threads():
             return super().predict(x, *args, **kwargs)
 
     def export(

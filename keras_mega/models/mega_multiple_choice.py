@@ -8,9 +8,8 @@ from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_multiple_choice_preprocessor import (
     MegaMultipleChoicePreprocessor,
 )
-from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task import MegaHeadTask
 from keras_mega.models.mega_task_utils import check_label_range
-from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import head_dropout
 from keras_mega.models.mega_task_utils import label_values
@@ -40,7 +39,7 @@ class _UnflattenChoices(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaMultipleChoice(MegaTaskMixin, Task):
+class MegaMultipleChoice(MegaHeadTask, Task):
     """Mega for multiple choice: scores each choice of each example.
 
     HF `MegaForMultipleChoice`: every `(prompt, choice)` sequence runs
@@ -83,7 +82,6 @@ class MegaMultipleChoice(MegaTaskMixin, Task):
             raise ValueError(
                 "MegaMultipleChoice does not support cross-attention backbones."
             )
-        check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -144,8 +142,3 @@ class MegaMultipleChoice(MegaTaskMixin, Task):
             f"labels are choice indices and there are {num_choices} "
             "choices (token_ids of shape [batch, num_choices, length])",
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"dropout": self.dropout})
-        return config

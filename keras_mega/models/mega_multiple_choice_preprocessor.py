@@ -54,11 +54,6 @@ class MegaMultipleChoicePreprocessor(MegaPairPreprocessor):
 
     pair_names = ("prompts", "choices")
 
-    def __init__(
-        self, tokenizer, sequence_length=512, truncate="round_robin", **kwargs
-    ):
-        super().__init__(tokenizer, sequence_length, truncate, **kwargs)
-
     def _process(self, prompts, choices, y=None):
         prompts, batched = as_string_batch(prompts, "prompts")
         choices = to_python(choices)

@@ -148,8 +148,9 @@ class MegaPrefixState:
             digest.update(np.ascontiguousarray(values).tobytes())
         return config_hash, digest.hexdigest()[:16]
 
-    def check(self, causal_lm, batch_size=None):
-        """Raises a `ValueError` unless this state fits `causal_lm`."""
+    def check(self, causal_lm, batch_size=None, length=None):
+        """Raises a `ValueError` unless this state fits `causal_lm` (and
+        `batch_size` rows of `length` more tokens, when given)."""
         config_hash, weights_hash = self.fingerprints(causal_lm)
         if config_hash != self.config_fingerprint:
             raise ValueError(
@@ -176,6 +177,8 @@ class MegaPrefixState:
                 f"The prefix state has batch size {self.batch_size}, the "
                 f"continuations {batch_size}.{hint}"
             )
+        if length is not None:
+            self.check_length(length)
 
     def check_length(self, continuation_length):
         """Raises unless `continuation_length` more tokens fit the cache."""

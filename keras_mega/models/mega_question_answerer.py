@@ -7,9 +7,8 @@ from keras_mega.models.mega_backbone import MegaBackbone
 from keras_mega.models.mega_question_answerer_preprocessor import (
     MegaQuestionAnswererPreprocessor,
 )
-from keras_mega.models.mega_task_utils import MegaTaskMixin
+from keras_mega.models.mega_task import MegaHeadTask
 from keras_mega.models.mega_task_utils import check_label_range
-from keras_mega.models.mega_task_utils import check_vocabulary
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import label_values
 from keras_mega.models.mega_task_utils import sequence_length_of
@@ -17,7 +16,7 @@ from keras_mega.models.mega_task_utils import task_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaQuestionAnswerer(MegaTaskMixin, Task):
+class MegaQuestionAnswerer(MegaHeadTask, Task):
     """Mega for extractive question answering (span prediction).
 
     HF `MegaForQuestionAnswering`'s head: one dense layer with two outputs
@@ -53,7 +52,6 @@ class MegaQuestionAnswerer(MegaTaskMixin, Task):
     preprocessor_cls = MegaQuestionAnswererPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
-        check_vocabulary(backbone, preprocessor)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor

@@ -1,15 +1,14 @@
-"""What the Mega task models share: inputs, head layers, checks, `compile`."""
+"""Helpers of the Mega tasks: inputs, head layers, label checks, presets.
 
-import inspect
+The tasks' shared behaviour (the mixins) is in `mega_task.py`.
+"""
+
 import warnings
 
 import keras
 import numpy as np
 
 from keras_mega.backend import is_concrete
-from keras_mega.layers.functional import check_kwargs
-from keras_mega.models.mega_lm_head import MegaLMHead
-from keras_mega.models.mega_model_mixin import MegaModelMixin
 
 
 def task_inputs(backbone):
@@ -56,6 +55,14 @@ def head_dense(backbone, units, name, activation=None):
 def head_dropout(backbone, rate, name):
     """A dropout layer of a task head, in the backbone's dtype policy."""
     return keras.layers.Dropout(rate, dtype=backbone.dtype_policy, name=name)
+
+
+def classifier_output(backbone, num_classes, activation, dropout):
+    """The `output_dropout` and `logits` layers of HF's classifier heads."""
+    return (
+        head_dropout(backbone, dropout, "output_dropout"),
+        head_dense(backbone, num_classes, "logits", activation=activation),
+    )
 
 
 def check_vocabulary(backbone, preprocessor):
@@ -132,28 +139,6 @@ def label2id(id2label):
     if id2label is None:
         return None
     return {name: i for i, name in id2label.items()}
-
-
-class MegaLabelNamesMixin:
-    """`id2label` (checked against `num_classes` when set) and its inverse
-    `label2id`, HF's label names, for the classifiers."""
-
-    @property
-    def id2label(self):
-        """HF's `id2label`: label id -> name (None without names)."""
-        names = getattr(self, "_id2label", None)
-        return None if names is None else dict(names)
-
-    @id2label.setter
-    def id2label(self, value):
-        self._id2label = check_id2label(
-            value, self.num_classes, type(self).__name__
-        )
-
-    @property
-    def label2id(self):
-        """HF's `label2id`: label name -> id (None without names)."""
-        return label2id(self.id2label)
 
 
 # --- Label checks in `fit` / `evaluate` (concrete arrays, once per call) ---
@@ -270,266 +255,3 @@ def saved_task_config(preset, cls):
     if not (isinstance(saved_cls, type) and issubclass(saved_cls, cls)):
         return None
     return config.get("config", {})
-
-
-# --- Task arguments ---
-
-# What keras-hub's `Task` (a functional `keras.Model`) takes besides a
-# task's own arguments.
-MODEL_KWARGS = ("inputs", "outputs", "name", "trainable", "compile", "dtype")
-
-
-def check_task_kwargs(task, kwargs):
-    """Refuses arguments the task would drop silently.
-
-    A functional `keras.Model` ignores keyword arguments it does not know,
-    so a misspelled option (or a backbone option given to a task built
-    around an existing backbone) would vanish without a word.
-    """
-    cls = type(task)
-    check_kwargs(
-        cls,
-        kwargs,
-        allowed=MODEL_KWARGS,
-        hint="Backbone options (e.g. chunk_size, dtype) go to MegaBackbone, "
-        "or to from_preset() when loading.",
-    )
-    dtype = kwargs.get("dtype")
-    backbone = getattr(task, "backbone", None)
-    if dtype is not None and backbone is not None:
-        policy = keras.dtype_policies.get(dtype)
-        if policy.name != backbone.dtype_policy.name:
-            raise ValueError(
-                f"{cls.__name__}(dtype={policy.name!r}): a task computes in "
-                f"its backbone's dtype ({backbone.dtype_policy.name!r}). "
-                "Build the backbone with that dtype, or pass dtype to "
-                "from_preset()."
-            )
-
-
-def backbone_arguments(task_cls, kwargs):
-    """Splits `from_preset` kwargs into the backbone's and the task's.
-
-    Options of `task_cls.backbone_cls` that the task does not take itself
-    go to the backbone (a name both take, such as `dropout`, is the
-    task's); anything else stays with the task, which refuses what it does
-    not know.
-    """
-    backbone_cls = getattr(task_cls, "backbone_cls", None)
-    if backbone_cls is None:
-        return {}, kwargs
-    task_params = set(inspect.signature(task_cls.__init__).parameters)
-    backbone_params = set(inspect.signature(backbone_cls.__init__).parameters)
-    backbone_params -= {"self", "args", "kwargs", "name", "trainable"}
-    to_backbone = {
-        k: v
-        for k, v in kwargs.items()
-        if k in backbone_params and k not in task_params
-    }
-    rest = {k: v for k, v in kwargs.items() if k not in to_backbone}
-    return to_backbone, rest
-
-
-class MegaTaskBase(MegaModelMixin):
-    """What every Mega task shares: argument checks, and task weights
-    saved and loaded without optimizer state."""
-
-    def __init__(self, *args, **kwargs):
-        check_task_kwargs(self, kwargs)
-        super().__init__(*args, **kwargs)
-
-    @classmethod
-    def _preset_kwargs(cls, preset, kwargs, load_weights=True):
-        """Backbone options passed to `from_preset` of a Keras preset.
-
-        keras-hub hands a task's `from_preset` kwargs (but `dtype`) to the
-        task; options of the backbone (e.g. `chunk_size`) that the task
-        does not take build the backbone instead, from the same preset.
-        (HF directories: `hf_heads.load_task` does the same.)
-        """
-        kwargs = super()._preset_kwargs(preset, kwargs, load_weights)
-        if "backbone" in kwargs or not is_keras_preset(preset):
-            return kwargs
-        to_backbone, rest = backbone_arguments(cls, kwargs)
-        if not to_backbone:
-            return kwargs
-        rest["backbone"] = cls.backbone_cls.from_preset(
-            preset,
-            load_weights=load_weights,
-            dtype=rest.pop("dtype", None),
-            **to_backbone,
-        )
-        return rest
-
-    def compile_from_config(self, config):
-        """Compiles as saved, on `keras.saving.load_model`.
-
-        Keras skips this (with a warning) for models with their own
-        `compile()`; the tasks' takes Keras' arguments, so the saved loss,
-        metrics and optimizer come back, and the optimizer is built so that
-        its saved state loads (instead of being skipped with a warning).
-        """
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def _task_weights_objects_to_skip(self):
-        skip = list(self.backbone._flatten_layers())
-        if getattr(self, "optimizer", None) is not None:
-            skip.append(self.optimizer)
-        return skip
-
-    def save_task_weights(self, filepath):
-        """Saves the weights not in the backbone, without optimizer state.
-
-        A preset holds a model, not a training run: `from_preset` compiles
-        the task afresh, so the optimizer's variables would only be read
-        back to be skipped (with a warning).
-        """
-        if not str(filepath).endswith(".weights.h5"):
-            raise ValueError(
-                "The filename must end in `.weights.h5`. "
-                f"Received: filepath={filepath}"
-            )
-        if not self.has_task_weights():
-            raise ValueError(
-                f"Task {self} has no weights not in the `backbone`. "
-                "`save_task_weights()` has nothing to save."
-            )
-        keras.saving.save_weights(
-            self,
-            filepath=filepath,
-            objects_to_skip=self._task_weights_objects_to_skip(),
-        )
-
-    def load_task_weights(self, filepath):
-        """Loads the weights not in the backbone; optimizer state in the
-        file (presets written before it was left out) is not read."""
-        if not str(filepath).endswith(".weights.h5"):
-            raise ValueError(
-                "The filename must end in `.weights.h5`. "
-                f"Received: filepath={filepath}"
-            )
-        keras.saving.load_weights(
-            self,
-            filepath,
-            objects_to_skip=self._task_weights_objects_to_skip(),
-        )
-
-
-class MegaTaskMixin(MegaTaskBase):
-    """`MegaModelMixin` plus the `compile()` of the Mega task heads.
-
-    `"auto"` arguments of `compile()` take the task's defaults: Adam with
-    learning rate 5e-5, and the loss and metrics that `_auto_loss()`,
-    `_auto_metrics()` and `_auto_weighted_metrics()` give (by default
-    sparse categorical cross-entropy, from logits unless the task's
-    `activation` is softmax, and sparse categorical accuracy).
-    """
-
-    def _from_logits(self, probabilities):
-        """Whether outputs are logits: `activation` is not `probabilities`."""
-        activation = keras.activations.get(getattr(self, "activation", None))
-        return activation != probabilities
-
-    @classmethod
-    def _preset_kwargs(cls, preset, kwargs, load_weights=True):
-        """A `num_classes` equal to a saved classifier's keeps its head.
-
-        keras-hub starts a new head whenever `num_classes` is passed; a
-        count equal to the saved head's loads the trained head instead,
-        and another count warns, naming both.
-        """
-        kwargs = super()._preset_kwargs(preset, kwargs, load_weights)
-        if "num_classes" not in kwargs or "num_classes" not in (
-            inspect.signature(cls.__init__).parameters
-        ):
-            return kwargs
-        saved = saved_task_config(preset, cls)
-        trained = None if saved is None else saved.get("num_classes")
-        if trained is None:
-            return kwargs
-        kwargs = dict(kwargs)
-        requested = kwargs["num_classes"]
-        if requested is None or requested == trained:
-            del kwargs["num_classes"]
-            return kwargs
-        warn_new_head(preset, cls.__name__, trained, requested, stacklevel=4)
-        # The saved label names are those of the old head.
-        kwargs.setdefault("id2label", None)
-        return kwargs
-
-    def _auto_loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=self._from_logits(keras.activations.softmax)
-        )
-
-    def _auto_metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy()]
-
-    def _auto_weighted_metrics(self):
-        return None
-
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        *,
-        metrics="auto",
-        weighted_metrics="auto",
-        **kwargs,
-    ):
-        """Configures the task for training.
-
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 5e-5) or any Keras
-                optimizer.
-            loss: `"auto"` (the task's loss: see the class docstring) or any
-                Keras loss.
-            metrics: `"auto"` (the task's metrics) or a list of metrics.
-            weighted_metrics: `"auto"` (the task's metrics weighted by
-                `sample_weight`, if any) or a list of metrics.
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(5e-5)
-        if loss == "auto":
-            loss = self._auto_loss()
-        if metrics == "auto":
-            metrics = self._auto_metrics()
-        if weighted_metrics == "auto":
-            weighted_metrics = self._auto_weighted_metrics()
-        super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            metrics=metrics,
-            weighted_metrics=weighted_metrics,
-            **kwargs,
-        )
-
-
-class MegaLMTaskMixin(MegaTaskBase):
-    """What `MegaMaskedLM` and `MegaCausalLM` share: their LM head."""
-
-    def _lm_head(self, backbone, use_hidden_dense, tie_weights, name):
-        """HF's LM head on `backbone`, tied to its token embedding or not."""
-        return MegaLMHead(
-            vocabulary_size=backbone.vocabulary_size,
-            hidden_dim=backbone.hidden_dim,
-            use_hidden_dense=use_hidden_dense,
-            token_embedding=backbone.token_embedding if tie_weights else None,
-            kernel_initializer=kernel_initializer(backbone),
-            dtype=backbone.dtype_policy,
-            name=name,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "use_hidden_dense": self.use_hidden_dense,
-                "tie_weights": self.tie_weights,
-            }
-        )
-        return config

@@ -4,16 +4,14 @@ import keras
 from keras_hub.models import TextClassifier
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_task_utils import MegaLabelNamesMixin
-from keras_mega.models.mega_task_utils import MegaTaskMixin
-from keras_mega.models.mega_task_utils import check_id2label
+from keras_mega.models.mega_task import MegaHeadTask
+from keras_mega.models.mega_task import MegaLabelNamesMixin
 from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_num_classes
-from keras_mega.models.mega_task_utils import check_vocabulary
+from keras_mega.models.mega_task_utils import classifier_output
 from keras_mega.models.mega_task_utils import head_dense
 from keras_mega.models.mega_task_utils import head_dropout
 from keras_mega.models.mega_task_utils import label_values
-from keras_mega.models.mega_task_utils import serialize_id2label
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_text_classifier_preprocessor import (
     MegaTextClassifierPreprocessor,
@@ -21,7 +19,7 @@ from keras_mega.models.mega_text_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
+class MegaTextClassifier(MegaLabelNamesMixin, MegaHeadTask, TextClassifier):
     """Mega for sequence classification and regression.
 
     HF `MegaClassificationHead` on the first token (`<s>`): dropout,
@@ -104,9 +102,6 @@ class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
         **kwargs,
     ):
         num_classes = check_num_classes(num_classes, type(self).__name__)
-        check_id2label(id2label, num_classes, type(self).__name__)
-        check_vocabulary(backbone, preprocessor)
-        compile = kwargs.pop("compile", True)
         hidden_dim = hidden_dim or backbone.hidden_dim
         # === Layers ===
         self.backbone = backbone
@@ -115,10 +110,17 @@ class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
         self.pooled_dense = head_dense(
             backbone, hidden_dim, "pooled_dense", activation="tanh"
         )
-        self.output_dropout = head_dropout(backbone, dropout, "output_dropout")
-        self.output_dense = head_dense(
-            backbone, num_classes, "logits", activation=activation
+        self.output_dropout, self.output_dense = classifier_output(
+            backbone, num_classes, activation, dropout
         )
+
+        # === Config === (before the model, which compiles with them)
+        self.num_classes = num_classes
+        self.activation = keras.activations.get(activation)
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.multi_label = multi_label
+        self.id2label = id2label
 
         # === Functional Model ===
         inputs, backbone_inputs = task_inputs(backbone)
@@ -127,19 +129,7 @@ class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
         x = self.pooled_dense(x)
         x = self.output_dropout(x)
         outputs = self.output_dense(x)
-        super().__init__(
-            inputs=inputs, outputs=outputs, compile=False, **kwargs
-        )
-
-        # === Config ===
-        self.num_classes = num_classes
-        self.activation = keras.activations.get(activation)
-        self.hidden_dim = hidden_dim
-        self.dropout = dropout
-        self.multi_label = multi_label
-        self.id2label = id2label
-        if compile:
-            self.compile()
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
     @property
     def problem_type(self):
@@ -197,17 +187,3 @@ class MegaTextClassifier(MegaLabelNamesMixin, MegaTaskMixin, TextClassifier):
             threshold = 0.0 if from_logits else 0.5
             return [keras.metrics.BinaryAccuracy(threshold=threshold)]
         return super()._auto_metrics()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "activation": keras.activations.serialize(self.activation),
-                "hidden_dim": self.hidden_dim,
-                "dropout": self.dropout,
-                "multi_label": self.multi_label,
-                "id2label": serialize_id2label(self.id2label),
-            }
-        )
-        return config

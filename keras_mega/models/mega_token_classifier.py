@@ -4,17 +4,13 @@ import keras
 from keras_hub.models import Task
 
 from keras_mega.models.mega_backbone import MegaBackbone
-from keras_mega.models.mega_task_utils import MegaLabelNamesMixin
-from keras_mega.models.mega_task_utils import MegaTaskMixin
-from keras_mega.models.mega_task_utils import check_id2label
+from keras_mega.models.mega_task import MegaHeadTask
+from keras_mega.models.mega_task import MegaLabelNamesMixin
 from keras_mega.models.mega_task_utils import check_label_range
 from keras_mega.models.mega_task_utils import check_num_classes
-from keras_mega.models.mega_task_utils import check_vocabulary
-from keras_mega.models.mega_task_utils import head_dense
-from keras_mega.models.mega_task_utils import head_dropout
+from keras_mega.models.mega_task_utils import classifier_output
 from keras_mega.models.mega_task_utils import label_values
 from keras_mega.models.mega_task_utils import loss_ignore_class
-from keras_mega.models.mega_task_utils import serialize_id2label
 from keras_mega.models.mega_task_utils import task_inputs
 from keras_mega.models.mega_token_classifier_preprocessor import (
     MegaTokenClassifierPreprocessor,
@@ -22,7 +18,7 @@ from keras_mega.models.mega_token_classifier_preprocessor import (
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaTokenClassifier(MegaLabelNamesMixin, MegaTaskMixin, Task):
+class MegaTokenClassifier(MegaLabelNamesMixin, MegaHeadTask, Task):
     """Mega for token classification (e.g. named entities, tagging).
 
     HF `MegaForTokenClassification`'s head: dropout, then a dense layer to
@@ -82,32 +78,24 @@ class MegaTokenClassifier(MegaLabelNamesMixin, MegaTaskMixin, Task):
         **kwargs,
     ):
         num_classes = check_num_classes(num_classes, type(self).__name__)
-        check_id2label(id2label, num_classes, type(self).__name__)
-        check_vocabulary(backbone, preprocessor)
-        compile = kwargs.pop("compile", True)
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.output_dropout = head_dropout(backbone, dropout, "output_dropout")
-        self.output_dense = head_dense(
-            backbone, num_classes, "logits", activation=activation
+        self.output_dropout, self.output_dense = classifier_output(
+            backbone, num_classes, activation, dropout
         )
+
+        # === Config === (before the model, which compiles with them)
+        self.num_classes = num_classes
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.id2label = id2label
 
         # === Functional Model ===
         inputs, backbone_inputs = task_inputs(backbone)
         x = self.output_dropout(backbone(backbone_inputs))
         outputs = self.output_dense(x)
-        super().__init__(
-            inputs=inputs, outputs=outputs, compile=False, **kwargs
-        )
-
-        # === Config ===
-        self.num_classes = num_classes
-        self.activation = keras.activations.get(activation)
-        self.dropout = dropout
-        self.id2label = id2label
-        if compile:
-            self.compile()
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
     def _check_labels(self, x, y):
         values = label_values(y)
@@ -140,15 +128,3 @@ class MegaTokenClassifier(MegaLabelNamesMixin, MegaTaskMixin, Task):
 
     def _auto_weighted_metrics(self):
         return super()._auto_metrics()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "activation": keras.activations.serialize(self.activation),
-                "dropout": self.dropout,
-                "id2label": serialize_id2label(self.id2label),
-            }
-        )
-        return config
