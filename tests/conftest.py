@@ -48,3 +48,25 @@ def quick_jax_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for torch while an example runs.
+
+    The suite runs the three backends side by side on a 2-core machine;
+    torch's two OpenMP threads then wait on each other: the demo's smoke run
+    took 252 s with two threads and 16 s with one. Results do not depend on
+    it.
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

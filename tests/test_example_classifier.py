@@ -4,13 +4,12 @@ import importlib.util
 import os
 import warnings
 
-import keras
 import pytest
 
 # XLA without most optimizations on JAX (tests/conftest.py): compiling is
 # most of these tiny models' time; it cut the CPU time of this file and
 # test_examples.py on JAX from 90 to 62 s.
-pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
+pytestmark = pytest.mark.usefixtures("quick_jax_compiles", "one_torch_thread")
 
 EXAMPLE = os.path.join(
     os.path.dirname(__file__), "..", "examples", "fine_tune_long_classifier.py"
@@ -22,22 +21,6 @@ def load_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: see tests/test_examples.py."""
-    if keras.backend.backend() != "torch":
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_smoke_run_learns(capsys):

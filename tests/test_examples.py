@@ -18,7 +18,7 @@ import pytest
 # XLA without most optimizations on JAX (tests/conftest.py): compiling is
 # most of these tiny models' time; it cut the CPU time of this file and
 # test_example_classifier.py on JAX from 90 to 62 s.
-pytestmark = pytest.mark.usefixtures("quick_jax_compiles")
+pytestmark = pytest.mark.usefixtures("quick_jax_compiles", "one_torch_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,28 +30,6 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread for torch while an example runs.
-
-    The suite runs the three backends side by side on a 2-core machine;
-    torch's two OpenMP threads then wait on each other: the demo's smoke run
-    took 252 s with two threads and 16 s with one. Results do not depend on
-    it.
-    """
-    if keras.backend.backend() != "torch":
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def no_user_warnings(caught):

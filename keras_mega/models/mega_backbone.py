@@ -241,8 +241,9 @@ class MegaBackbone(
         remat_scope = contextlib.nullcontext()
         if self.remat:
             remat_scope = keras.RematScope("list_of_layers", layer_names=names)
-            if remat_problem():
-                warnings.warn(remat_problem(), stacklevel=2)
+            problem = remat_problem()
+            if problem:
+                warnings.warn(problem, stacklevel=2)
         with remat_scope:
             self.mega_layers = [
                 MegaBlock(
