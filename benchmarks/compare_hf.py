@@ -435,6 +435,52 @@ def main():
             f"({fmt(r['hf_peak_memory_mb'])}) | "
             f"{' '.join(f'{x:.1f}' for x in r['loadavg'])} |"
         )
+    print_goal_table(rows)
+
+
+def print_goal_table(rows):
+    """The README table: one row per case, every backend's ratio to HF,
+    JAX against the fastest backend, and the ceiling: the ratio a backend
+    would reach at 100% of the matmul roofline (1 / HF's fraction), which
+    bounds what any implementation of the same FLOPs can reach."""
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    print(
+        "\n| case | HF tokens/s (roofline) | "
+        + " | ".join(backends)
+        + " | JAX / fastest | ceiling |"
+    )
+    print("|---" * (len(backends) + 4) + "|")
+    for case in cases:
+        by = {r["backend"]: r for r in rows if r["case"] == case}
+        first = next(iter(by.values()))
+        cells, speeds = [], {}
+        for b in backends:
+            r = by.get(b, {})
+            if r.get("tokens_per_s") and r.get("ratio_vs_hf"):
+                speeds[b] = r["tokens_per_s"]
+                cells.append(
+                    f"{r['tokens_per_s']:,.0f} ({r['ratio_vs_hf']:.2f}x, "
+                    f"{r['roofline_fraction']:.0%})"
+                )
+            else:
+                cells.append("-")
+        jax_vs = (
+            f"{speeds['jax'] / max(speeds.values()):.2f}"
+            if "jax" in speeds
+            else "-"
+        )
+        hf_fraction = first.get("hf_roofline_fraction")
+        ceiling = f"{1 / hf_fraction:.1f}x" if hf_fraction else "-"
+        hf = first.get("hf_tokens_per_s")
+        hf_cell = (
+            f"{hf:,.0f} ({hf_fraction:.0%})" if hf and hf_fraction else "-"
+        )
+        print(
+            f"| {case} | {hf_cell} | "
+            + " | ".join(cells)
+            + f" | {jax_vs} | {ceiling} |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mqar
 from recall_ladder import read_jsonl
+from recall_task import accuracy
+from recall_task import mega_options
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -215,7 +217,7 @@ def build_listops_model(
 
     token_ids = keras.Input(shape=(max_len,), dtype="int32", name="token_ids")
     mask = keras.Input(shape=(max_len,), dtype="int32", name="padding_mask")
-    options = mqar.mega_options(
+    options = mega_options(
         width,
         num_layers,
         len(VOCAB),
@@ -259,19 +261,8 @@ def build_listops_model(
 
 
 def test_accuracy(model, ids, labels, batch_size=250):
-    correct = 0
-    for s in range(0, len(ids), batch_size):
-        batch = ids[s : s + batch_size]
-        logits = model.predict_on_batch(
-            {
-                "token_ids": batch,
-                "padding_mask": (batch != PAD_ID).astype("int32"),
-            }
-        )
-        correct += int(
-            (np.asarray(logits).argmax(-1) == labels[s : s + batch_size]).sum()
-        )
-    return correct / len(ids)
+    inputs = {"token_ids": ids, "padding_mask": (ids != PAD_ID).astype("int32")}
+    return accuracy(model.predict_on_batch, inputs, labels, batch_size)
 
 
 def train_listops(
@@ -311,7 +302,7 @@ def train_listops(
                     ytr[idx],
                 )
 
-    history, seconds = mqar.fit_with_curve(
+    curve = mqar.fit_with_curve(
         model,
         batches(),
         lambda m: test_accuracy(m, xte, yte),
@@ -321,16 +312,7 @@ def train_listops(
         warmup=warmup,
         log=log,
     )
-    return dict(
-        info,
-        history=history,
-        final_accuracy=history[-1][1],
-        best_accuracy=max(h[1] for h in history),
-        steps_run=history[-1][0],
-        seconds=seconds,
-        seconds_per_step=round(seconds / history[-1][0], 4),
-        majority_accuracy=majority_accuracy(ytr, yte),
-    )
+    return dict(info, **curve, majority_accuracy=majority_accuracy(ytr, yte))
 
 
 # === CLI ===
@@ -364,9 +346,7 @@ def parse_args(argv=None):
         "--cache-dir",
         default=os.path.join(os.path.expanduser("~"), ".cache", "keras_mega"),
     )
-    parser.add_argument("--out", help="JSONL file to append results to")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--table", metavar="JSONL")
+    mqar.add_result_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.models = args.models or ["mega"]
@@ -378,36 +358,25 @@ def parse_args(argv=None):
     return args
 
 
+# The data's and the training's parameters (`args` attributes, row keys).
+SCALE = (
+    "min_len",
+    "max_len",
+    "max_depth",
+    "max_args",
+    "train_size",
+    "test_size",
+    "data_seed",
+)
+TRAINING = ("width", "layers", "lr", "warmup", "steps", "batch_size")
+
+
 def scale_of(args):
-    return dict(
-        min_len=args.min_len,
-        max_len=args.max_len,
-        max_depth=args.max_depth,
-        max_args=args.max_args,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        data_seed=args.data_seed,
-    )
+    return {name: getattr(args, name) for name in SCALE}
 
 
 def run_key(row):
-    return (
-        row["model"],
-        row["seed"],
-        row["width"],
-        row["layers"],
-        row["lr"],
-        row["warmup"],
-        row["steps"],
-        row["batch_size"],
-        row["min_len"],
-        row["max_len"],
-        row["max_depth"],
-        row["max_args"],
-        row["train_size"],
-        row["test_size"],
-        row["data_seed"],
-    )
+    return tuple(row[name] for name in ("model", "seed", *TRAINING, *SCALE))
 
 
 def format_table(rows):
@@ -480,48 +449,32 @@ def main(argv=None):
         f" mean length {np.mean((data[0][0] != PAD_ID).sum(1)):.0f}",
         flush=True,
     )
-    done = {run_key(r) for r in read_jsonl(args.out)} if args.resume else set()
-    rows = []
-    for seed in args.seeds:
-        for model in args.models:
-            job = dict(
-                scale,
-                model=model,
-                seed=seed,
-                width=args.width,
-                layers=args.layers,
-                lr=args.lr,
-                warmup=args.warmup,
-                steps=args.steps,
-                batch_size=args.batch_size,
-            )
-            if run_key(job) in done:
-                print(f"== skipping {model} seed {seed} (done)")
-                continue
-            print(f"== {json.dumps(job)}", flush=True)
-            result = train_listops(
-                model,
-                data,
-                width=args.width,
-                lr=args.lr,
-                steps=args.steps,
-                seed=seed,
-                batch_size=args.batch_size,
-                eval_every=args.eval_every,
-                warmup=args.warmup,
-                num_layers=args.layers,
-                log=lambda line: print(line, flush=True),
-            )
-            row = dict(job, **result, backend=keras.backend.backend())
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-    if rows:
-        print()
-        print(format_table(rows))
-    return 0
+    training = {name: getattr(args, name) for name in TRAINING}
+    jobs = (
+        dict(scale, model=model, seed=seed, **training)
+        for seed in args.seeds
+        for model in args.models
+    )
+
+    def run(job):
+        print(f"== {json.dumps(job)}", flush=True)
+        result = train_listops(
+            job["model"],
+            data,
+            width=args.width,
+            lr=args.lr,
+            steps=args.steps,
+            seed=job["seed"],
+            batch_size=args.batch_size,
+            eval_every=args.eval_every,
+            warmup=args.warmup,
+            num_layers=args.layers,
+            log=lambda line: print(line, flush=True),
+        )
+        return dict(job, **result, backend=keras.backend.backend())
+
+    describe = "{model} seed {seed}"
+    return mqar.run_jobs(jobs, run, run_key, format_table, args, describe)
 
 
 if __name__ == "__main__":

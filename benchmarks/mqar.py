@@ -44,6 +44,7 @@ Usage:
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -55,6 +56,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from recall_ladder import read_jsonl
 from recall_task import TRAIN
+from recall_task import accuracy
+from recall_task import mega_options
 
 # Sequence length -> number of key-value pairs: the issue's three sizes,
 # and 32 for --quick and the CI test.
@@ -144,27 +147,6 @@ def query_view(inputs, labels):
 # === Models ===
 
 
-def mega_options(width, num_layers, vocab_size, max_len, **overrides):
-    options = dict(
-        vocabulary_size=vocab_size,
-        num_layers=num_layers,
-        hidden_dim=width,
-        intermediate_dim=2 * width,
-        shared_dim=width // 2,
-        ema_dim=16,
-        ffn_dim=2 * width,
-        normalization_type="layernorm",
-        attention_activation="softmax",
-        max_sequence_length=max(max_len, 2048),
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        ffn_activation_dropout=0.0,
-    )
-    options.update(overrides)
-    return options
-
-
 def transformer_ffn_dim(target_params, width, num_layers, seq_len):
     """FFN width of a keras-hub Transformer (position embedding + layers,
     token embedding excluded) whose parameter count is closest to
@@ -230,18 +212,23 @@ def build_mqar_model(
         shape=(num_pairs,), dtype="int32", name="query_positions"
     )
     ones = keras.ops.ones_like(token_ids)
-    # Mega's size decides the Transformer's (parameters matched).
-    mega = MegaBackbone(
-        **mega_options(
-            width,
-            num_layers,
-            vocab_size,
-            seq_len,
-            bidirectional=False,
-            causal=True,
-            **mega_overrides,
+
+    def backbone(**options):
+        return MegaBackbone(
+            **mega_options(
+                width,
+                num_layers,
+                vocab_size,
+                seq_len,
+                bidirectional=False,
+                causal=True,
+                **options,
+                **mega_overrides,
+            )
         )
-    )
+
+    # Mega's size decides the Transformer's (parameters matched).
+    mega = backbone()
     target = mega_block_params(mega)
     info = {"mega_block_params": target}
     if model_name == "transformer":
@@ -260,19 +247,7 @@ def build_mqar_model(
             chunk = chunk_size or seq_len // 4
         init = "timescales" if model_name == "mega-chunk-ts" else "paper"
         if chunk or init != "paper":
-            mega = MegaBackbone(
-                **mega_options(
-                    width,
-                    num_layers,
-                    vocab_size,
-                    seq_len,
-                    bidirectional=False,
-                    causal=True,
-                    chunk_size=chunk,
-                    ema_init=init,
-                    **mega_overrides,
-                )
-            )
+            mega = backbone(chunk_size=chunk, ema_init=init)
         x = mega({"token_ids": token_ids, "padding_mask": ones})
         info["chunk_size"] = chunk
         info["ema_init"] = init
@@ -327,7 +302,8 @@ def fit_with_curve(
     steps_per_execution=1,
 ):
     """`model.fit` on a generator with `evaluate()` every `eval_every`
-    steps; returns `(history [(step, acc, train_loss)], seconds)`.
+    steps; returns the run's `history` (`[(step, acc, train_loss)]`), its
+    final and best accuracy, `steps_run`, `seconds` and `seconds_per_step`.
 
     With `stop_at`, training stops at the first evaluation >= `stop_at`.
     """
@@ -363,22 +339,24 @@ def fit_with_curve(
         shuffle=False,  # a generator: its batches are already random
         verbose=0,
     )
-    return history, round(time.time() - t0, 1)
+    seconds = round(time.time() - t0, 1)
+    return dict(
+        history=history,
+        final_accuracy=history[-1][1],
+        best_accuracy=max(h[1] for h in history),
+        steps_run=history[-1][0],
+        seconds=seconds,
+        seconds_per_step=round(seconds / history[-1][0], 4),
+    )
 
 
 def query_accuracy(model, inputs, positions, targets, batch_size=256):
-    correct = 0
-    for s in range(0, len(inputs), batch_size):
-        logits = model.predict_on_batch(
-            {
-                "token_ids": inputs[s : s + batch_size],
-                "query_positions": positions[s : s + batch_size],
-            }
-        )
-        correct += int(
-            (np.asarray(logits).argmax(-1) == targets[s : s + batch_size]).sum()
-        )
-    return correct / targets.size
+    return accuracy(
+        model.predict_on_batch,
+        {"token_ids": inputs, "query_positions": positions},
+        targets,
+        batch_size,
+    )
 
 
 def train_mqar(
@@ -445,7 +423,7 @@ def train_mqar(
                     tgt[s : s + batch_size],
                 )
 
-    history, seconds = fit_with_curve(
+    curve = fit_with_curve(
         model,
         batches(),
         lambda m: query_accuracy(m, *test),
@@ -457,15 +435,7 @@ def train_mqar(
         stop_at=stop_at,
         steps_per_execution=steps_per_execution,
     )
-    return dict(
-        info,
-        history=history,
-        final_accuracy=history[-1][1],
-        best_accuracy=max(h[1] for h in history),
-        steps_run=history[-1][0],
-        seconds=seconds,
-        seconds_per_step=round(seconds / history[-1][0], 4),
-    )
+    return dict(info, **curve)
 
 
 # === CLI ===
@@ -509,9 +479,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--tag", default="", help="free label for a row")
-    parser.add_argument("--out", help="JSONL file to append results to")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--table", metavar="JSONL")
+    add_result_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = args.sizes or [32]
@@ -523,6 +491,13 @@ def parse_args(argv=None):
     args.sizes = args.sizes or list(DEFAULT_SIZES)
     args.models = args.models or list(MODELS)
     return args
+
+
+def add_result_arguments(parser):
+    """`--out`, `--resume` (read by `run_jobs`) and `--table`."""
+    parser.add_argument("--out", help="JSONL file to append results to")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--table", metavar="JSONL")
 
 
 def run_key(row):
@@ -730,21 +705,18 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.table:
-        rows = read_jsonl(args.table)
-        print(format_grid(rows))
-        print()
-        print(format_table(rows))
-        return 0
+def run_jobs(jobs, run, run_key, format_table, args, describe):
+    """Runs each job (`run(job) -> row`) not already in `args.out` (with
+    `args.resume`; `describe.format(**job)` names a skipped one), printing
+    each row and appending it to `args.out`, then prints `format_table` of
+    the new rows; returns 0."""
     done = {run_key(r) for r in read_jsonl(args.out)} if args.resume else set()
     rows = []
-    for job in plan(args):
+    for job in jobs:
         if run_key(job) in done:
-            print(f"== skipping {job['model']} L={job['L']} (done)")
+            print(f"== skipping {describe.format(**job)} (done)")
             continue
-        row = run(job, args)
+        row = run(job)
         print(json.dumps(row), flush=True)
         rows.append(row)
         if args.out:
@@ -754,6 +726,20 @@ def main(argv=None):
         print()
         print(format_table(rows))
     return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.table:
+        rows = read_jsonl(args.table)
+        print(format_grid(rows))
+        print()
+        print(format_table(rows))
+        return 0
+    run_one = functools.partial(run, args=args)
+    return run_jobs(
+        plan(args), run_one, run_key, format_table, args, "{model} L={L}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,27 +85,25 @@ mask = inputs["padding_mask"]
 
 
 def project(x):
-    return layer._project(x, mask, False)
+    return layer._project(x, False)
 
 
 residual, xn, value = compiled(project)(values, x)
 ema = compiled(lambda xn: layer.ema_gate(xn, padding_mask=mask))(values, xn)
-u, r, hx, q, k = compiled(lambda xn, e: layer._gates(xn, e, False))(
-    values, xn, ema
-)
-att, _ = compiled(lambda q, k, v: layer._attention(q, k, v, mask, None, False))(
-    values, q, k, value
-)
+u, r, hx, q, k = compiled(lambda xn, e: layer._gates(e, False))(values, xn, ema)
+att, _ = compiled(
+    lambda q, k, v: layer._chunked_attention(q, k, v, mask, None, False)
+)(values, q, k, value)
 out = compiled(lambda *a: layer._output(*a, False))(
     values, residual, u, r, hx, att
 )
 pieces = [
     ("norm + v_proj (_project)", project, (x,)),
     ("EMA (ema_gate)", lambda xn: layer.ema_gate(xn, padding_mask=mask), (xn,)),
-    ("mx_proj + gates (_gates)", lambda xn, e: layer._gates(xn, e, False),
+    ("mx_proj + gates (_gates)", lambda xn, e: layer._gates(e, False),
      (xn, ema)),
     ("attention L x L (_attention)",
-     lambda q, k, v: layer._attention(q, k, v, mask, None, False),
+     lambda q, k, v: layer._chunked_attention(q, k, v, mask, None, False),
      (q, k, value)),
     ("h_proj + output + norm (_output)",
      lambda *a: layer._output(*a, False), (residual, u, r, hx, att)),

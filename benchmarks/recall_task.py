@@ -21,7 +21,7 @@ VOCAB_SIZE = 64
 FIRST_CLASS_ID = 3  # ids 0, 1, 2 are bos, pad, eos
 FIRST_FILLER_ID = FIRST_CLASS_ID + NUM_CLASSES  # fillers: 13 .. 63
 TARGET = 0.95
-# The ladder's small model (issue 8).
+# The ladder's small model (issue 8): `mega_options(64, 2, ...)`.
 MODEL = dict(
     num_layers=2,
     hidden_dim=64,
@@ -46,16 +46,45 @@ def validation_set(length, size=256, seed=12345):
 
 
 def accuracy(predict_logits, ids, labels, batch_size=64):
-    """Accuracy of `predict_logits(ids_batch) -> [b, NUM_CLASSES]`."""
+    """Accuracy of `predict_logits(ids_batch) -> [b, ..., classes]` against
+    `labels [B, ...]`; `ids` is an array or a dict of arrays, batched alike."""
     correct = 0
-    for start in range(0, len(ids), batch_size):
-        logits = np.asarray(predict_logits(ids[start : start + batch_size]))
-        expected = labels[start : start + batch_size]
-        correct += int((logits.argmax(-1) == expected).sum())
-    return correct / len(ids)
+    for start in range(0, len(labels), batch_size):
+        batch = slice(start, start + batch_size)
+        if isinstance(ids, dict):
+            inputs = {name: value[batch] for name, value in ids.items()}
+        else:
+            inputs = ids[batch]
+        logits = np.asarray(predict_logits(inputs))
+        correct += int((logits.argmax(-1) == labels[batch]).sum())
+    return correct / labels.size
 
 
 # === Keras ===
+
+
+def mega_options(width, num_layers, vocab_size, max_len, **overrides):
+    """`MegaBackbone` options of the benchmarks' Mega: hidden `width`,
+    intermediate and FFN 2 * width, shared width / 2, EMA 16, LayerNorm
+    pre-norm, softmax, no dropout."""
+    options = dict(
+        vocabulary_size=vocab_size,
+        num_layers=num_layers,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        shared_dim=width // 2,
+        ema_dim=16,
+        ffn_dim=2 * width,
+        normalization_type="layernorm",
+        attention_activation="softmax",
+        max_sequence_length=max(max_len, 2048),
+        dropout=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        ffn_activation_dropout=0.0,
+    )
+    options.update(overrides)
+    return options
 
 
 def build_keras_model(length, chunk_size=None, ema_init="paper", **overrides):
@@ -64,22 +93,17 @@ def build_keras_model(length, chunk_size=None, ema_init="paper", **overrides):
 
     from keras_mega.models import MegaBackbone
 
-    options = dict(
-        MODEL,
-        vocabulary_size=VOCAB_SIZE,
+    options = mega_options(
+        MODEL["hidden_dim"],
+        MODEL["num_layers"],
+        VOCAB_SIZE,
+        length,
         bidirectional=False,
         causal=True,
         chunk_size=chunk_size,
-        normalization_type="layernorm",
-        attention_activation="softmax",
-        max_sequence_length=max(length, 2048),
-        dropout=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        ffn_activation_dropout=0.0,
         ema_init=ema_init,
+        **overrides,
     )
-    options.update(overrides)
     backbone = MegaBackbone(**options)
     token_ids = keras.Input(shape=(length,), dtype="int32", name="token_ids")
     padding_mask = keras.Input(

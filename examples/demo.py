@@ -45,43 +45,27 @@ MARGIN = 0.10  # the lead over the majority-class baseline required
 # `steps_per_epoch`), the validation accuracy at which training stops, the
 # size of the validation set, and the accuracy below which it exits 1 (on
 # top of the margin over the baseline).
+FULL = dict(
+    length=128,
+    chunk=32,
+    hidden=64,
+    layers=2,
+    # At most 600 steps, under 3 minutes on 2 idle cores (250 steps took
+    # 72 s on JAX); seeds 0-9 stop after 200-300 (README).
+    steps_per_epoch=50,
+    epochs=12,
+    stop_at=0.99,
+    validation=512,
+    required=0.95,
+)
+QUICK = dict(FULL, epochs=8, stop_at=0.95, required=0.0)
 SETTINGS = {
-    "full": dict(
-        length=128,
-        chunk=32,
-        hidden=64,
-        layers=2,
-        # At most 600 steps, under 3 minutes on 2 idle cores (250 steps
-        # took 72 s on JAX); seeds 0-9 stop after 200-300 (README).
-        steps_per_epoch=50,
-        epochs=12,
-        stop_at=0.99,
-        validation=512,
-        required=0.95,
-    ),
-    "quick": dict(
-        length=128,
-        chunk=32,
-        hidden=64,
-        layers=2,
-        steps_per_epoch=50,
-        epochs=8,
-        stop_at=0.95,
-        validation=512,
-        required=0.0,
-    ),
+    "full": FULL,
+    "quick": QUICK,
     # Seconds: 32-token sequences in chunks of 8 (the class token is still
     # 2 or 3 chunks from `<s>`), a one-layer, narrower model.
     "smoke": dict(
-        length=32,
-        chunk=8,
-        hidden=32,
-        layers=1,
-        steps_per_epoch=50,
-        epochs=4,
-        stop_at=0.95,
-        validation=128,
-        required=0.0,
+        QUICK, length=32, chunk=8, hidden=32, layers=1, epochs=4, validation=128
     ),
 }
 

@@ -18,6 +18,7 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+from example_utils import small_causal_backbone  # noqa: E402
 
 import keras_mega  # noqa: E402
 
@@ -45,16 +46,11 @@ def small_model(directory, steps):
         vocabulary=os.path.join(directory, "vocab.json"),
         merges=os.path.join(directory, "merges.txt"),
     )
-    backbone = keras_mega.models.MegaBackbone(
+    backbone = small_causal_backbone(
+        width=64,
         vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        shared_dim=32,
         ema_dim=8,
         chunk_size=8,
-        causal=True,
-        bidirectional=False,
         dropout=0.0,
         hidden_dropout=0.0,
         attention_dropout=0.0,

@@ -8,7 +8,6 @@ counterpart of HF's `output_attentions`: with chunked attention each layer
 gives one map per chunk.
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -19,30 +18,19 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from example_utils import parse_args  # noqa: E402
+from example_utils import save  # noqa: E402
+from example_utils import small_causal_backbone  # noqa: E402
 
 import keras_mega  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", help="a keras-mega or HF Mega directory")
-    parser.add_argument("--out", default="attention.png")
-    parser.add_argument("--length", type=int, default=32)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, "attention.png", 32, argv)
     if args.preset:
         backbone = keras_mega.models.MegaBackbone.from_preset(args.preset)
     else:
-        backbone = keras_mega.models.MegaBackbone(
-            vocabulary_size=100,
-            num_layers=2,
-            hidden_dim=32,
-            intermediate_dim=64,
-            shared_dim=16,
-            ema_dim=8,
-            chunk_size=16,
-            causal=True,
-            bidirectional=False,
-        )
+        backbone = small_causal_backbone(ema_dim=8, chunk_size=16)
     ids = (
         np.random.default_rng(0)
         .integers(3, backbone.vocabulary_size, (1, args.length))
@@ -61,9 +49,7 @@ def main(argv=None):
             axes[i, c].set_title(f"layer {i}, chunk {c}")
             axes[i, c].set_xlabel("key")
             axes[i, c].set_ylabel("query")
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=90)
-    plt.close(fig)
+    save(fig, args.out)
     message = f"saved {args.out}: {len(maps)} layers x {chunks} chunks"
     result = {"layers": len(maps), "chunks": chunks}
     if backbone.attention_activation == "softmax":

@@ -11,7 +11,6 @@ model's slowest timescale (about 6 tokens with the paper's init, a few
 thousand with "timescales": `ema_max_timescale` 1,024 plus its jitter).
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,6 +21,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from example_utils import parse_args  # noqa: E402
+from example_utils import save  # noqa: E402
+from example_utils import small_causal_backbone  # noqa: E402
 
 import keras_mega  # noqa: E402
 
@@ -38,29 +40,14 @@ def describe(ema, length):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", help="a keras-mega or HF Mega directory")
-    parser.add_argument("--out", default="ema_kernels.png")
-    parser.add_argument("--length", type=int, default=256)
-    args = parser.parse_args(argv)
-
+    args = parse_args(__doc__, "ema_kernels.png", 256, argv)
     if args.preset:
         models = {
             "model": keras_mega.models.MegaBackbone.from_preset(args.preset)
         }
     else:
-        config = dict(
-            vocabulary_size=100,
-            num_layers=2,
-            hidden_dim=32,
-            intermediate_dim=64,
-            shared_dim=16,
-            ema_dim=16,
-            causal=True,
-            bidirectional=False,
-        )
         models = {
-            init: keras_mega.models.MegaBackbone(ema_init=init, **config)
+            init: small_causal_backbone(ema_dim=16, ema_init=init)
             for init in ("paper", "timescales")
         }
     rows = max(len(ema_layers(m)) for m in models.values())
@@ -84,9 +71,7 @@ def main(argv=None):
             axes[i, 1].set_title(f"layer {i}: EMA timescales")
             axes[i, 1].set_xlabel("log10 timescale (tokens)")
     axes[0, 1].legend()
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=90)
-    plt.close(fig)
+    save(fig, args.out)
     for name, tokens in slowest.items():
         print(f"{name}: slowest EMA timescale {tokens:,.1f} tokens")
     print(f"saved {args.out}")

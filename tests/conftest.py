@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import keras
@@ -70,3 +71,23 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
+
+
+@pytest.fixture
+def load_example(monkeypatch):
+    """`load_example("demo.py")`: that example's module, loaded from
+    examples/ (on `sys.path` for the test, as when the example runs as a
+    script: examples import `example_utils` from there)."""
+    monkeypatch.syspath_prepend(EXAMPLES)
+
+    def load(name):
+        path = os.path.join(EXAMPLES, name)
+        spec = importlib.util.spec_from_file_location(name[:-3], path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

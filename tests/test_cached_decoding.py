@@ -144,6 +144,16 @@ def test_chunked_cache_size_does_not_grow():
     assert sizes[0][1] == (2, 4, 8)  # one chunk of keys
 
 
+def test_unchunked_cache_refuses_positions_past_its_end():
+    # Slot = position without chunking: a block past the end would be
+    # clamped into the last slots (slice_update), so it raises instead.
+    backbone = decoder()
+    ids = _ids(length=8)
+    _, cache = _feed(backbone, ids, backbone.empty_cache(2, 8), 0, [4, 3])
+    with pytest.raises(ValueError, match="do not fit the cache.*max_length"):
+        backbone.call_with_cache(ids[:, :2], cache, 7)
+
+
 def test_ema_state_stays_float32_under_mixed_precision():
     keras.config.set_dtype_policy("mixed_bfloat16")
     backbone = decoder(chunk_size=4)

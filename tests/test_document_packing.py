@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from mega_fixtures import CAUSAL
 from mega_fixtures import tiny_config
+from mega_fixtures import tiny_tokenizer
 
 from keras_mega.models import MegaBackbone
 
@@ -146,39 +148,32 @@ def test_cached_decoding_with_documents_equals_forward(chunk_size):
     full = keras.ops.convert_to_numpy(packed(inputs))
     ids, docs = inputs["token_ids"], inputs["document_ids"]
 
+    def feed(cache, position, sizes):
+        """The outputs of `call_with_cache` on blocks of `sizes` tokens."""
+        outputs = []
+        for size in sizes:
+            block = slice(position, position + size)
+            y, cache = packed.call_with_cache(
+                ids[:, block], cache, position, document_ids=docs[:, block]
+            )
+            outputs.append(keras.ops.convert_to_numpy(y))
+            position += size
+        return np.concatenate(outputs, axis=1)
+
     # Prefill 9 tokens (row 0: three documents), then feed blocks: single
     # tokens that start new documents (9 in row 0, 17 in both rows) and
     # blocks across chunk edges and boundaries.
-    position = 9
-    _, cache = packed.prefill(inputs, position, max_length=LENGTH)
-    outputs = []
-    for size in (1, 7, 1, 14):
-        y, cache = packed.call_with_cache(
-            ids[:, position : position + size],
-            cache,
-            position,
-            document_ids=docs[:, position : position + size],
-        )
-        outputs.append(keras.ops.convert_to_numpy(y))
-        position += size
+    _, cache = packed.prefill(inputs, 9, max_length=LENGTH)
     np.testing.assert_allclose(
-        np.concatenate(outputs, axis=1), full[:, 9:], atol=1e-5
+        feed(cache, 9, (1, 7, 1, 14)), full[:, 9:], atol=1e-5
     )
 
     # Streaming from an empty cache (the same block sizes: on JAX each
     # new shape compiles).
     cache = packed.empty_cache(2, LENGTH)
-    outputs, position = [], 0
-    for size in (1, 7, 1, 14, 1, 7, 1):
-        y, cache = packed.call_with_cache(
-            ids[:, position : position + size],
-            cache,
-            position,
-            document_ids=docs[:, position : position + size],
-        )
-        outputs.append(keras.ops.convert_to_numpy(y))
-        position += size
-    np.testing.assert_allclose(np.concatenate(outputs, axis=1), full, atol=1e-5)
+    np.testing.assert_allclose(
+        feed(cache, 0, (1, 7, 1, 14, 1, 7, 1)), full, atol=1e-5
+    )
 
 
 def test_call_with_cache_without_ids_continues_the_document():
@@ -283,14 +278,19 @@ def test_pack_documents_keeps_every_token():
     assert packed["next_ids"][1, 3] == 13
 
 
-def _tokenizer(tmp_path):
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from mega_fixtures import tiny_tokenizer
-
-    return tiny_tokenizer(tmp_path)
+def lm_backbone(tokenizer, **kwargs):
+    """The language models' one-layer packed backbone, chunks of 4."""
+    return MegaBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=16,
+        shared_dim=8,
+        ema_dim=4,
+        chunk_size=4,
+        document_packing=True,
+        **kwargs,
+    )
 
 
 TEXTS = [
@@ -305,7 +305,7 @@ def test_causal_lm_trains_on_packed_rows(tmp_path):
     from keras_mega.models import MegaCausalLM
     from keras_mega.models import MegaCausalLMPreprocessor
 
-    tokenizer = _tokenizer(tmp_path)
+    tokenizer = tiny_tokenizer(tmp_path)
     preprocessor = MegaCausalLMPreprocessor(
         tokenizer, sequence_length=8, packing=True
     )
@@ -322,18 +322,7 @@ def test_causal_lm_trains_on_packed_rows(tmp_path):
         len(np.asarray(tokenizer(t))) + 2 for t in TEXTS
     )
     assert document_ids.shape == token_ids.shape
-    backbone = MegaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        hidden_dim=16,
-        intermediate_dim=16,
-        shared_dim=8,
-        ema_dim=4,
-        causal=True,
-        bidirectional=False,
-        chunk_size=4,
-        document_packing=True,
-    )
+    backbone = lm_backbone(tokenizer, **CAUSAL)
     causal_lm = MegaCausalLM(backbone, preprocessor)
     assert "document_ids" in causal_lm.input
     history = causal_lm.fit(TEXTS * 2, batch_size=4, epochs=1, verbose=0)
@@ -346,7 +335,7 @@ def test_masked_lm_trains_on_packed_rows(tmp_path):
     from keras_mega.models import MegaMaskedLM
     from keras_mega.models import MegaMaskedLMPreprocessor
 
-    tokenizer = _tokenizer(tmp_path)
+    tokenizer = tiny_tokenizer(tmp_path)
     preprocessor = MegaMaskedLMPreprocessor(
         tokenizer, sequence_length=8, packing=True, mask_selection_length=3
     )
@@ -358,16 +347,7 @@ def test_masked_lm_trains_on_packed_rows(tmp_path):
         "mask_positions",
     }
     assert preprocessor.get_config()["packing"] is True
-    backbone = MegaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        hidden_dim=16,
-        intermediate_dim=16,
-        shared_dim=8,
-        ema_dim=4,
-        chunk_size=4,
-        document_packing=True,
-    )
+    backbone = lm_backbone(tokenizer)
     masked_lm = MegaMaskedLM(backbone, preprocessor)
     history = masked_lm.fit(TEXTS * 2, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

@@ -1,7 +1,5 @@
 """examples/fine_tune_long_classifier.py learns, on every backend."""
 
-import importlib.util
-import os
 import warnings
 
 import pytest
@@ -11,25 +9,16 @@ import pytest
 # test_examples.py on JAX from 90 to 62 s.
 pytestmark = pytest.mark.usefixtures("quick_jax_compiles", "one_torch_thread")
 
-EXAMPLE = os.path.join(
-    os.path.dirname(__file__), "..", "examples", "fine_tune_long_classifier.py"
-)
+EXAMPLE = "fine_tune_long_classifier.py"
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("fine_tune_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_smoke_run_learns(capsys):
+def test_smoke_run_learns(capsys, load_example):
     # Tokenizer training, preprocessing of raw strings, fit, evaluate: 64
     # tokens, 48 steps. Binary, chance 0.5; measured 0.984 (JAX), 1.000
     # (TensorFlow) and 1.000 (torch).
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        accuracy = load_example().main(["--smoke"])
+        accuracy = load_example(EXAMPLE).main(["--smoke"])
     out = capsys.readouterr().out
     print(out[-200:])  # shown by `pytest -rP`
     assert accuracy >= 0.8, out[-2000:]
@@ -39,6 +28,6 @@ def test_smoke_run_learns(capsys):
 
 
 @pytest.mark.large
-def test_quick_run_learns():
+def test_quick_run_learns(load_example):
     # 256 tokens in chunks of 64, 128 steps: ~1 minute on 2 CPU cores.
-    assert load_example().main(["--quick"]) > 0.9
+    assert load_example(EXAMPLE).main(["--quick"]) > 0.9

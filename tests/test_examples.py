@@ -7,8 +7,6 @@ run in this process (their `main()`): a subprocess would pay a Python start
 and a keras-hub (TensorFlow) import per example.
 """
 
-import importlib.util
-import os
 import re
 import warnings
 
@@ -20,16 +18,7 @@ import pytest
 # test_example_classifier.py on JAX from 90 to 62 s.
 pytestmark = pytest.mark.usefixtures("quick_jax_compiles", "one_torch_thread")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def load_example(name):
-    path = os.path.join(ROOT, "examples", name)
-    spec = importlib.util.spec_from_file_location(name[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def no_user_warnings(caught):
@@ -37,7 +26,7 @@ def no_user_warnings(caught):
     assert not ours, [f"{w.filename}: {w.message}" for w in ours]
 
 
-def test_plot_ema_kernels(tmp_path):
+def test_plot_ema_kernels(tmp_path, load_example):
     out = tmp_path / "ema.png"
     slowest = load_example("plot_ema_kernels.py").main(["--out", str(out)])
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
@@ -48,7 +37,7 @@ def test_plot_ema_kernels(tmp_path):
     assert slowest["timescales"] > 1000
 
 
-def test_plot_attention(tmp_path):
+def test_plot_attention(tmp_path, load_example):
     out = tmp_path / "attention.png"
     result = load_example("plot_attention.py").main(["--out", str(out)])
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
@@ -58,7 +47,7 @@ def test_plot_attention(tmp_path):
     assert result["future_weight"] == 0.0
 
 
-def test_convert_and_compare(tmp_path, capsys):
+def test_convert_and_compare(tmp_path, capsys, load_example):
     pytest.importorskip("transformers")
     example = load_example("convert_and_compare.py")
     example.main(["--out", str(tmp_path / "p")])
@@ -73,7 +62,7 @@ def test_convert_and_compare(tmp_path, capsys):
     reason="runs all three backends itself (from torch, whose other example "
     "tests take the least time)",
 )
-def test_same_model_on_three_backends():
+def test_same_model_on_three_backends(load_example):
     # torch in this process, JAX and TensorFlow in a subprocess each.
     example = load_example("same_model_three_backends.py")
     report = example.compare(["jax", "tensorflow", "torch"])
@@ -81,7 +70,7 @@ def test_same_model_on_three_backends():
     assert report["max_difference"] < 1e-5
 
 
-def test_generate_text():
+def test_generate_text(load_example):
     pytest.importorskip("tokenizers")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -93,7 +82,7 @@ def test_generate_text():
     no_user_warnings(caught)
 
 
-def test_demo_smoke_learns_saves_and_reloads(tmp_path, capsys):
+def test_demo_smoke_learns_saves_and_reloads(tmp_path, capsys, load_example):
     """`make demo` end to end, small: fit, accuracy, preset, exact reload."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -117,7 +106,7 @@ def test_demo_smoke_learns_saves_and_reloads(tmp_path, capsys):
     no_user_warnings(caught)
 
 
-def test_demo_fails_unless_it_clearly_beats_the_baseline():
+def test_demo_fails_unless_it_clearly_beats_the_baseline(load_example):
     """The exit rule of `make demo`, without training."""
     check = load_example("demo.py").check
     # The old demo's result: the majority class in every epoch.

@@ -60,6 +60,22 @@ def assert_greedy_one_go(out, inputs, logits):
         np.testing.assert_array_equal(out[row, n:], predicted[row, n:LENGTH])
 
 
+def assert_state_continues(model, state, prefix, inputs):
+    """`generate` from `state` (of `prefix`) is greedy over prefix + prompt,
+    and `score` from it gives the one-go logits of what it generated."""
+    out = model.generate(inputs, stop_token_ids=None, prefix_state=state)
+    out = out["token_ids"]
+    expected = one_go_logits(model, prefix, out)
+    assert_greedy_one_go(out, inputs, expected)
+    logits = model.score(out, prefix_state=state)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(logits),
+        expected[:, 1:],
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
 def count_traces(model):
     """Counts traces of `generate_step` generating (not prefilling a
     state); calls on eager backends."""
@@ -92,19 +108,7 @@ def test_generate_from_reused_and_reloaded_state_equals_one_go(tmp_path):
         (other_state, other_prefix, continuations(seed=6)),
     ]
     for prefix_state, rows, inputs in runs:
-        out = model.generate(
-            inputs, stop_token_ids=None, prefix_state=prefix_state
-        )["token_ids"]
-        expected = one_go_logits(model, rows, out)
-        assert_greedy_one_go(out, inputs, expected)
-        # The logits of the generated sequences, scored from the state.
-        logits = model.score(out, prefix_state=prefix_state)
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(logits),
-            expected[:, 1:],
-            atol=1e-5,
-            rtol=1e-5,
-        )
+        assert_state_continues(model, prefix_state, rows, inputs)
     if keras.config.backend() != "torch":
         # Compiled once: the state (values and prefix length) is an
         # argument of the compiled function, not a constant baked into it.
@@ -131,19 +135,7 @@ def test_unchunked_state_generate_and_score():
     prefix = ids((1, PREFIX), seed=1)
     state = model.prefill_state(prefix, max_length=PREFIX + LENGTH)
     assert state.window == PREFIX + LENGTH
-    state = state.repeat(3)
-    inputs = continuations(seed=3)
-    out = model.generate(inputs, stop_token_ids=None, prefix_state=state)
-    out = out["token_ids"]
-    expected = one_go_logits(model, prefix, out)
-    assert_greedy_one_go(out, inputs, expected)
-    logits = model.score(out, prefix_state=state)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(logits),
-        expected[:, 1:],
-        atol=1e-5,
-        rtol=1e-5,
-    )
+    assert_state_continues(model, state.repeat(3), prefix, continuations(3))
 
 
 @pytest.mark.parametrize("chunk_size", [4, None])

@@ -13,8 +13,10 @@ class MegaAttentionCache:
     A cache is `(ema_state [B, D, N] float32, keys [B, W, Z],
     values [B, W, H])`, `W = chunk_size`, or the longest length served
     without chunking: its size does not grow with the decoded length when
-    attention is chunked. A packed cache (documents, see `empty_cache`)
-    has two more entries.
+    attention is chunked. Without chunking slot `i` holds position `i`
+    and a step writes its block in place (`slice_update`), so that its
+    cost grows linearly with the window. A packed cache (documents, see
+    `empty_cache`) has two more entries.
     """
 
     def _check_decodable(self):
@@ -204,6 +206,15 @@ class MegaAttentionCache:
             )
         ema_state, key_window, value_window = cache[:3]
         block, window = ops.shape(x)[1], ops.shape(key_window)[1]
+        ints = (position, block, window)
+        if not self.chunk_size and all(isinstance(v, int) for v in ints):
+            if position + block > window:
+                raise ValueError(
+                    f"Positions {position} to {position + block - 1} do not "
+                    f"fit the cache, which holds {window} positions without "
+                    "chunking. Build it with a larger `max_length` "
+                    "(`empty_cache`/`prefill`)."
+                )
         position = ops.convert_to_tensor(position, "int32")
         ema_documents = {}
         if packed:
@@ -220,10 +231,18 @@ class MegaAttentionCache:
             normed, ema_state, **ema_documents
         )
         u, r, hx, query, key = self._gates(ema_output, False)
-        keys = ops.concatenate([key_window, ops.cast(key, key_window.dtype)], 1)
-        values = ops.concatenate(
-            [value_window, ops.cast(value, value_window.dtype)], 1
-        )
+        key = ops.cast(key, key_window.dtype)
+        value = ops.cast(value, value_window.dtype)
+        if self.chunk_size:
+            # One chunk (plus the block): the window followed by the block.
+            keys = ops.concatenate([key_window, key], 1)
+            values = ops.concatenate([value_window, value], 1)
+        else:
+            # Slot = position: the block is written in place and attention
+            # reads the updated window, so that a step costs O(window), not
+            # a concatenation and a gather of it.
+            keys = ops.slice_update(key_window, (0, position, 0), key)
+            values = ops.slice_update(value_window, (0, position, 0), value)
         if packed:
             positions = positions_in_documents(
                 document_ids, previous=(last[:, 0], last[:, 1])
@@ -231,7 +250,10 @@ class MegaAttentionCache:
             groups = attention_groups(
                 positions, self.chunk_size, offset=position
             )
-            key_groups = ops.concatenate([cache[3], groups], axis=1)
+            if self.chunk_size:
+                key_groups = ops.concatenate([cache[3], groups], axis=1)
+            else:
+                key_groups = ops.slice_update(cache[3], (0, position), groups)
             allowed, query_pos, key_pos, lengths, key_groups = (
                 self._packed_cached_keys(
                     groups, key_groups, position, block, window
@@ -251,10 +273,17 @@ class MegaAttentionCache:
             lengths,
         )
         out = self._output(residual, u, r, hx, attended[:, 0], False)
+        if not self.chunk_size:
+            new_cache = (ema_state, keys, values)
+            if not packed:
+                return out, new_cache
+            # `key_groups`: -1 at the slots not fed yet.
+            last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
+            return out, new_cache + (key_groups, last)
 
         # The new windows: the chunk of the last token fed, or with a
         # packed cache the last `window` tokens.
-        if packed and self.chunk_size:
+        if packed:
             index = block + ops.arange(window)
         else:
             start = self._window_start(position)
@@ -275,9 +304,6 @@ class MegaAttentionCache:
         if not packed:
             return out, new_cache
         group_window = ops.take(key_groups, index, axis=1)
-        if not self.chunk_size:
-            fed = ops.arange(window) < position + block
-            group_window = ops.where(fed[None], group_window, -1)
         last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
         return out, new_cache + (group_window, last)
 
@@ -290,9 +316,16 @@ class MegaAttentionCache:
 
     def _cached_keys(self, position, block, window):
         """Mask, positions and divisors of `block` new queries against
-        the cached window followed by themselves."""
+        the cached window followed by themselves (chunked), or against the
+        window they were written into (unchunked: slot = position)."""
         chunk = self.chunk_size or window
         query_pos = position + ops.arange(block, dtype="int32")
+        if not self.chunk_size:
+            key_pos = ops.arange(window, dtype="int32")
+            # Causality also masks the slots not fed yet.
+            allowed = key_pos[None, :] <= query_pos[:, None]
+            lengths = ops.cast(query_pos + 1, "float32")[:, None]
+            return allowed[None, None], query_pos, key_pos, lengths
         window_pos = self._window_start(position) + ops.arange(
             window, dtype="int32"
         )
@@ -320,12 +353,10 @@ class MegaAttentionCache:
             query_pos = window + ops.arange(block, dtype="int32")
             key_pos = ops.arange(window + block, dtype="int32")
         else:
+            # The window holds the block at its positions (slot = position).
             query_pos = position + ops.arange(block, dtype="int32")
-            window_pos = ops.arange(window, dtype="int32")
-            key_pos = ops.concatenate([window_pos, query_pos])
-            valid = ops.concatenate(
-                [window_pos < position, ops.ones((block,), "bool")]
-            )
+            key_pos = ops.arange(window, dtype="int32")
+            valid = key_pos < position + block
             key_groups = ops.where(valid[None], key_groups, -1)
         allowed = ops.logical_and(
             key_groups[:, None, :] == groups[:, :, None],

@@ -131,6 +131,20 @@ class MegaAttentionSublayer(MegaSublayer):
             query = query * self.shared_dim**-0.5
         else:
             query = query / lengths
+        # Batch and chunks as one batch axis: XLA's CPU backend runs the
+        # backward of a matmul with two batch axes (and of the softmax
+        # between them) 1.6x slower (measured at L=1024, full attention).
+        batch_size, chunks = ops.shape(query)[0], ops.shape(query)[1]
+        allowed = ops.broadcast_to(
+            allowed,
+            (batch_size, chunks)
+            + tuple(ops.shape(allowed)[-2:-1])
+            + tuple(ops.shape(key)[2:3]),
+        )
+        query, key, value, allowed = [
+            ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))
+            for t in (query, key, value, allowed)
+        ]
         scores = self.rel_pos_bias.biased_scores(
             query, key, query_positions, key_positions
         )
@@ -140,4 +154,9 @@ class MegaAttentionSublayer(MegaSublayer):
             weights = ops.where(has_key, weights, 0.0)
         dropped = self.attention_dropout_layer(weights, training=training)
         dropped = ops.cast(dropped, value.dtype)
-        return ops.einsum("bnqk,bnkh->bnqh", dropped, value), weights
+        output = ops.einsum("bqk,bkh->bqh", dropped, value)
+        unflat = (batch_size, chunks)
+        return (
+            ops.reshape(output, unflat + tuple(ops.shape(output)[1:])),
+            ops.reshape(weights, unflat + tuple(ops.shape(weights)[1:])),
+        )

@@ -93,8 +93,9 @@ class SimpleRelativePositionBias(keras.layers.Layer):
         return ops.take(self.rel_pos_bias, index)
 
     def biased_scores(self, query, key, query_positions, key_positions):
-        """`query @ key^T` plus the bias, float32 `[B, n, Q, K]`."""
-        scores = ops.einsum("bnqz,bnkz->bnqk", query, key)
+        """`query @ key^T` plus the bias: float32 `[..., Q, K]` from
+        `[..., Q, Z]` and `[..., K, Z]`."""
+        scores = ops.einsum("...qz,...kz->...qk", query, key)
         bias = self.bias_at(query_positions, key_positions)
         return scores + ops.cast(bias, scores.dtype)
 
@@ -196,21 +197,20 @@ class RotaryRelativePositionBias(keras.layers.Layer):
         return rows, cols
 
     def biased_scores(self, query, key, query_positions, key_positions):
-        """`query @ key^T` plus the bias, float32 `[B, n, Q, K]`.
+        """`query @ key^T` plus the bias: float32 `[..., Q, K]` from
+        `[..., Q, Z]` and `[..., K, Z]`.
 
         The bias has rank `dim`, so it rides in the same matmul: queries
         and keys are extended by the rotated `alpha` and `beta`. No `[Q, K]`
         bias is materialized (nor its gradient).
         """
         rows, cols = self.factors(query_positions, key_positions)
-        batch = ops.shape(query)[:2]
-        rows = ops.broadcast_to(rows, tuple(batch) + tuple(ops.shape(rows)))
-        cols = ops.broadcast_to(
-            cols, tuple(ops.shape(key)[:2]) + tuple(ops.shape(cols))
-        )
+        batch = tuple(ops.shape(query)[:-2])
+        rows = ops.broadcast_to(rows, batch + tuple(ops.shape(rows)))
+        cols = ops.broadcast_to(cols, batch + tuple(ops.shape(cols)))
         query = ops.concatenate([query, ops.cast(rows, query.dtype)], axis=-1)
         key = ops.concatenate([key, ops.cast(cols, key.dtype)], axis=-1)
-        return ops.einsum("bnqz,bnkz->bnqk", query, key)
+        return ops.einsum("...qz,...kz->...qk", query, key)
 
     def call(self, query_length, key_length, query_offset=0):
         return self.compute_bias(query_length, key_length, query_offset)
