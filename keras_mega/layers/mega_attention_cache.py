@@ -243,6 +243,7 @@ class MegaAttentionCache:
             # a concatenation and a gather of it.
             keys = ops.slice_update(key_window, (0, position, 0), key)
             values = ops.slice_update(value_window, (0, position, 0), value)
+        key_groups = None
         if packed:
             positions = positions_in_documents(
                 document_ids, previous=(last[:, 0], last[:, 1])
@@ -273,17 +274,25 @@ class MegaAttentionCache:
             lengths,
         )
         out = self._output(residual, u, r, hx, attended[:, 0], False)
-        if not self.chunk_size:
-            new_cache = (ema_state, keys, values)
-            if not packed:
-                return out, new_cache
-            # `key_groups`: -1 at the slots not fed yet.
-            last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
-            return out, new_cache + (key_groups, last)
+        if self.chunk_size:
+            keys, values, key_groups = self._chunk_windows(
+                position, block, window, keys, values, key_groups
+            )
+        # Unchunked, the updated windows are the cache (`key_groups`: -1
+        # at the slots not fed yet).
+        new_cache = (ema_state, keys, values)
+        if not packed:
+            return out, new_cache
+        last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
+        return out, new_cache + (key_groups, last)
 
-        # The new windows: the chunk of the last token fed, or with a
-        # packed cache the last `window` tokens.
-        if packed:
+    def _chunk_windows(
+        self, position, block, window, keys, values, key_groups=None
+    ):
+        """The new windows of a chunked cache from the window followed by
+        the block: the chunk of the last token fed, or with a packed cache
+        (`key_groups` given) the last `window` tokens and their groups."""
+        if key_groups is not None:
             index = block + ops.arange(window)
         else:
             start = self._window_start(position)
@@ -296,29 +305,23 @@ class MegaAttentionCache:
                 window + slot_pos - position,
             )
             index = ops.clip(index, 0, window + block - 1)
-        new_cache = (
-            ema_state,
+        if key_groups is not None:
+            key_groups = ops.take(key_groups, index, axis=1)
+        return (
             ops.take(keys, index, axis=1),
             ops.take(values, index, axis=1),
+            key_groups,
         )
-        if not packed:
-            return out, new_cache
-        group_window = ops.take(key_groups, index, axis=1)
-        last = ops.stack([document_ids[:, -1], positions[:, -1]], axis=1)
-        return out, new_cache + (group_window, last)
 
     def _window_start(self, position):
-        """Position of the first slot of an unpacked cache: the start of
-        the chunk of `position` (0 without chunking)."""
-        if self.chunk_size:
-            return position - position % self.chunk_size
-        return 0
+        """Position of the first slot of an unpacked chunked cache: the
+        start of the chunk of `position`."""
+        return position - position % self.chunk_size
 
     def _cached_keys(self, position, block, window):
         """Mask, positions and divisors of `block` new queries against
         the cached window followed by themselves (chunked), or against the
         window they were written into (unchunked: slot = position)."""
-        chunk = self.chunk_size or window
         query_pos = position + ops.arange(block, dtype="int32")
         if not self.chunk_size:
             key_pos = ops.arange(window, dtype="int32")
@@ -336,12 +339,10 @@ class MegaAttentionCache:
         allowed = ops.logical_and(
             valid[None, :], key_pos[None, :] <= query_pos[:, None]
         )
-        if self.chunk_size:
-            same_chunk = (
-                key_pos[None, :] // chunk == query_pos[:, None] // chunk
-            )
-            allowed = ops.logical_and(allowed, same_chunk)
-            query_pos, key_pos = query_pos % chunk, key_pos % chunk
+        chunk = self.chunk_size
+        same_chunk = key_pos[None, :] // chunk == query_pos[:, None] // chunk
+        allowed = ops.logical_and(allowed, same_chunk)
+        query_pos, key_pos = query_pos % chunk, key_pos % chunk
         lengths = ops.cast(query_pos + 1, "float32")[:, None]
         return allowed[None, None], query_pos, key_pos, lengths
 
