@@ -7,6 +7,7 @@ from keras_mega.layers.layer_options import renamed
 from keras_mega.layers.mega_cross_attention import MegaCrossAttention
 from keras_mega.layers.mega_gated_attention import MegaGatedAttention
 from keras_mega.layers.normalized_ffn import NormalizedFFN
+from keras_mega.layers.static_remat import StaticRemat
 
 # Where a block's option names differ from its sublayers' (sublayer's
 # name -> block's).
@@ -16,9 +17,17 @@ FFN_NAMES = {
     "activation_dropout": "ffn_activation_dropout",
 }
 
+# The sublayers that `MegaBackbone(remat=True)` rematerializes inside each
+# block (nested remat: the gated attention, its EMA, the cross attention,
+# the FFN; the gated attention's own parts follow it). A block's backward
+# pass then keeps one unit's activations at a time: on JAX, 0.51x the
+# temporary memory per token of remat over the blocks alone (XLA's buffer
+# analysis at 64K tokens; benchmarks/remat_memory.py).
+REMAT_LAYERS = ("mega_layer", "ema_gate", "cross_attn", "nffn")
+
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaBlock(LayerOptions, keras.layers.Layer):
+class MegaBlock(StaticRemat, LayerOptions, keras.layers.Layer):
     """A Mega layer (HF `MegaBlock`).
 
     `MegaGatedAttention`, then `MegaCrossAttention` over an encoder output
@@ -90,31 +99,6 @@ class MegaBlock(LayerOptions, keras.layers.Layer):
                 name="nffn",
                 dtype=self.dtype_policy,
             )
-
-    def rematerialized_call(self, layer_call, *args, **kwargs):
-        """Keras' remat of the block, its non-tensor arguments static.
-
-        JAX's `jax.checkpoint` (Keras' remat there) would trace every
-        argument, so Python branches on `training` or on a `None` input
-        would fail; only tensors go through the checkpoint, and
-        positionally: TensorFlow's `tf.recompute_grad` takes no keyword
-        arguments outside eager execution.
-        """
-        call = super().rematerialized_call(layer_call, *args, **kwargs)
-        if call is layer_call:  # No remat for this block.
-            return call
-
-        def rematerialized(*args, **kwargs):
-            names = [k for k, v in kwargs.items() if keras.ops.is_tensor(v)]
-            static = {k: v for k, v in kwargs.items() if k not in names}
-
-            def with_static(*values):
-                tensors = dict(zip(names, values[len(args) :]))
-                return layer_call(*values[: len(args)], **tensors, **static)
-
-            return keras.remat(with_static)(*args, *map(kwargs.get, names))
-
-        return rematerialized
 
     def build(self, input_shape):
         shape = (None, None, self.hidden_dim)

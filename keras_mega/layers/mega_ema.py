@@ -15,6 +15,7 @@ from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.layer_options import LayerOptions
 from keras_mega.layers.mega_documents import document_boundaries
 from keras_mega.layers.mega_documents import document_runs
+from keras_mega.layers.static_remat import StaticRemat
 
 
 def _static_int(value):
@@ -26,7 +27,7 @@ def _alternating_signs(n):
 
 
 @keras.saving.register_keras_serializable(package="keras_mega")
-class MegaEMA(LayerOptions, keras.layers.Layer):
+class MegaEMA(StaticRemat, LayerOptions, keras.layers.Layer):
     """Multi-dimensional damped EMA, Mega's moving-average sublayer.
 
     Each of the `hidden_dim` channels is expanded into `ema_dim` damped EMAs

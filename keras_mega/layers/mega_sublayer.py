@@ -6,9 +6,10 @@ from keras_mega.layers.flat_dense import FlatDense
 from keras_mega.layers.functional import get_activation
 from keras_mega.layers.layer_options import LayerOptions
 from keras_mega.layers.normalization import make_normalization
+from keras_mega.layers.static_remat import StaticRemat
 
 
-class MegaSublayer(LayerOptions, keras.layers.Layer):
+class MegaSublayer(StaticRemat, LayerOptions, keras.layers.Layer):
     """Base of a Mega sublayer with a residual: `y = x + f(norm(x))`, or
     `norm(x + f(x))` with post-norm.
 

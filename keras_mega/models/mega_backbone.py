@@ -12,6 +12,7 @@ from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_kwargs
 from keras_mega.layers.functional import check_positive_or_none
 from keras_mega.layers.layer_options import LayerOptions
+from keras_mega.layers.mega_block import REMAT_LAYERS
 from keras_mega.layers.mega_block import MegaBlock
 from keras_mega.layers.mega_documents import check_document_inputs
 from keras_mega.models.mega_backbone_forwards import MegaBackboneForwards
@@ -141,9 +142,11 @@ class MegaBackbone(
             The sequence length must be static. Not with cross attention.
         remat: bool. Rematerialize each block in training: its activations
             are recomputed in the backward pass instead of kept (Keras'
-            `RematScope("list_of_layers")` over the blocks; the same as
-            building the backbone under that scope yourself). Memory for
-            compute; the outputs and gradients are the same.
+            `RematScope("list_of_layers")` over the blocks and, nested
+            inside each, over its gated attention, EMA, attention, cross
+            attention and FFN: `REMAT_LAYERS`; the same as building the
+            backbone under that scope yourself). Memory for compute; the
+            outputs and gradients are the same.
         pad_token_id, bos_token_id, eos_token_id: int. Special ids; the
             padding row of the embedding starts at zero.
         dtype: The dtype policy of the layers.
@@ -240,7 +243,9 @@ class MegaBackbone(
         # Keras decides remat when a layer is created, not when it is called.
         remat_scope = contextlib.nullcontext()
         if self.remat:
-            remat_scope = keras.RematScope("list_of_layers", layer_names=names)
+            remat_scope = keras.RematScope(
+                "list_of_layers", layer_names=names + list(REMAT_LAYERS)
+            )
             problem = remat_problem()
             if problem:
                 warnings.warn(problem, stacklevel=2)
