@@ -2,14 +2,16 @@
 
     KERAS_BACKEND=jax python benchmarks/remat_memory.py
         [--lengths 16384,65536,262144] [--cap-gib 8] [--search]
-        [--out benchmarks/remat_memory.jsonl] [--quick] [--modes remat]
+        [--out benchmarks/remat_memory.jsonl] [--quick]
+        [--modes plain,remat,blocks]
 
 The LRA-Text-sized encoder of `compare_hf.py` (4 layers, hidden 128,
 intermediate 256, shared 64, EMA 16, ScaleNorm post-norm, softmax,
 bidirectional, rotary) with chunk 128, batch 1, one `train_on_batch` step
 (forward, backward, AdamW; compiled) at each length, with and without
 `MegaBackbone(remat=True)` (`keras.RematScope("list_of_layers")` over the
-blocks and the units nested in them; `--modes` picks one). Every run is
+blocks and the units nested in them; `--modes` picks among plain, remat
+and blocks, a `RematScope` over the blocks alone). Every run is
 its own subprocess (glibc's mmap threshold fixed, see `run`); its peak
 RSS comes from `resource.getrusage` (the baseline before the step is
 reported too). A watchdog stops a run whose RSS
@@ -42,16 +44,27 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(length, remat):
+def child(length, mode):
+    import contextlib
+
     import keras
     import numpy as np
 
     from keras_mega.models import MegaBackbone
 
     keras.utils.set_random_seed(0)
-    # The same as building under keras.RematScope("list_of_layers") over
-    # the blocks (tests/test_remat.py).
-    backbone = MegaBackbone(**CONFIG, remat=remat)
+    # "remat": `remat=True`, the blocks and the units nested in them;
+    # "blocks": a `keras.RematScope` over the blocks alone.
+    scope = contextlib.nullcontext()
+    if mode == "blocks":
+        scope = keras.RematScope(
+            "list_of_layers",
+            layer_names=[
+                f"mega_layer_{i}" for i in range(CONFIG["num_layers"])
+            ],
+        )
+    with scope:
+        backbone = MegaBackbone(**CONFIG, remat=mode == "remat")
     ids = np.random.default_rng(0).integers(3, 1000, (1, length))
     inputs = {
         "token_ids": ids.astype("int32"),
@@ -79,11 +92,9 @@ def child(length, remat):
     )
 
 
-def run(length, remat, cap_bytes):
+def run(length, mode, cap_bytes):
     """Runs one measurement in a subprocess under the RSS watchdog."""
-    cmd = [sys.executable, __file__, "--child", str(length)]
-    if remat:
-        cmd.append("--remat")
+    cmd = [sys.executable, __file__, "--child", str(length), "--mode", mode]
     # glibc's mmap threshold grows after large frees, and then the step's
     # freed buffers stay in its heap, fragmented: torch's peak RSS at 64K
     # with remat read 4.46 GB so, 3.41 GB with the threshold fixed. Fixed
@@ -107,7 +118,7 @@ def run(length, remat, cap_bytes):
             break
         time.sleep(0.2)
     out, _ = proc.communicate()
-    row = {"length": length, "remat": remat}
+    row = {"length": length, "remat": mode != "plain", "mode": mode}
     if stopped:
         row.update(
             status="stopped at cap",
@@ -136,7 +147,7 @@ def linear_fit(rows):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", type=int, default=None)
-    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--mode", default="plain", help=argparse.SUPPRESS)
     parser.add_argument("--lengths", default="16384,65536,262144")
     parser.add_argument("--cap-gib", type=float, default=8.0)
     parser.add_argument("--search", action="store_true")
@@ -144,12 +155,14 @@ def main():
     parser.add_argument(
         "--modes",
         default="plain,remat",
-        help="which to run: plain (no remat), remat, or both",
+        help="which to run, comma-separated: plain (no remat), remat "
+        "(remat=True: the blocks and the units nested in them), blocks (a "
+        "RematScope over the blocks alone)",
     )
     parser.add_argument("--out", default="benchmarks/remat_memory.jsonl")
     args = parser.parse_args()
     if args.child is not None:
-        return child(args.child, args.remat)
+        return child(args.child, args.mode)
     if args.quick:
         args.lengths = "4096,16384"
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -157,38 +170,39 @@ def main():
     import keras
 
     backend = keras.config.backend()
-    modes = {"plain": False, "remat": True}
-    chosen = [modes[m] for m in args.modes.split(",")]
-    rows = {False: [], True: []}
-    for remat in chosen:
+    chosen = args.modes.split(",")
+    rows = {mode: [] for mode in chosen}
+    for mode in chosen:
         todo = list(lengths)
         while todo:
             length = todo.pop(0)
-            fit = linear_fit(rows[remat])
+            fit = linear_fit(rows[mode])
             predicted = fit and fit[0] + fit[1] * length
             if predicted and predicted > cap_mb:
                 row = {
                     "length": length,
-                    "remat": remat,
+                    "remat": mode != "plain",
+                    "mode": mode,
                     "status": f"skipped: predicted {predicted / 1024:.1f} "
                     f"GiB > cap {args.cap_gib:g} GiB",
                     "predicted_peak_mb": predicted,
                 }
             else:
-                row = run(length, remat, args.cap_gib * GIB)
+                row = run(length, mode, args.cap_gib * GIB)
             row.update(backend=backend, chunk_size=CONFIG["chunk_size"])
-            rows[remat].append(row)
+            rows[mode].append(row)
             print(json.dumps(row), flush=True)
             if args.search and not todo and row["status"] == "ok":
                 todo.append(length * 2)
 
     summary = []
-    for remat in chosen:
-        ok = [r for r in rows[remat] if r["status"] == "ok"]
-        fit = linear_fit(rows[remat])
+    for mode in chosen:
+        ok = [r for r in rows[mode] if r["status"] == "ok"]
+        fit = linear_fit(rows[mode])
         entry = {
             "summary": True,
-            "remat": remat,
+            "remat": mode != "plain",
+            "mode": mode,
             "backend": backend,
             "cap_gib": args.cap_gib,
             "longest_measured_within_cap": max(
@@ -205,19 +219,19 @@ def main():
             )
         summary.append(entry)
     with open(args.out, "a") as f:
-        for remat in chosen:
-            for row in rows[remat]:
+        for mode in chosen:
+            for row in rows[mode]:
                 f.write(json.dumps(row) + "\n")
         for entry in summary:
             f.write(json.dumps(entry) + "\n")
 
     print(f"\nPeak RSS of one training step, backend {backend}, chunk 128:")
-    print("| tokens | without remat (MB) | with remat (MB) | ratio |")
-    print("|---|---|---|---|")
+    print("| tokens | " + " | ".join(f"{m} (MB)" for m in chosen) + " |")
+    print("|---|" + "---|" * len(chosen))
     by_length = {}
-    for remat in (False, True):
-        for row in rows[remat]:
-            by_length.setdefault(row["length"], {})[remat] = row
+    for mode in chosen:
+        for row in rows[mode]:
+            by_length.setdefault(row["length"], {})[mode] = row
 
     def cell(row):
         if row is None:
@@ -227,15 +241,10 @@ def main():
         return row["status"]
 
     for length in sorted(by_length):
-        plain, rem = by_length[length].get(False), by_length[length].get(True)
-        ratio = (
-            f"{rem['peak_mb'] / plain['peak_mb']:.2f}"
-            if plain and rem and plain["status"] == rem["status"] == "ok"
-            else ""
-        )
-        print(f"| {length} | {cell(plain)} | {cell(rem)} | {ratio} |")
+        cells = [cell(by_length[length].get(mode)) for mode in chosen]
+        print(f"| {length} | " + " | ".join(cells) + " |")
     for entry in summary:
-        name = "with remat" if entry["remat"] else "without remat"
+        name = entry["mode"]
         print(
             f"{name}: longest measured within {args.cap_gib:g} GiB: "
             f"{entry['longest_measured_within_cap']} tokens"

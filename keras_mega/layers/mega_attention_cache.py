@@ -2,6 +2,9 @@
 
 from keras import ops
 
+from keras_mega.layers.cache_masks import cached_keys
+from keras_mega.layers.cache_masks import packed_cached_keys
+from keras_mega.layers.cache_masks import window_start
 from keras_mega.layers.mega_documents import attention_groups
 from keras_mega.layers.mega_documents import check_document_ids
 from keras_mega.layers.mega_documents import positions_in_documents
@@ -256,13 +259,13 @@ class MegaAttentionCache:
             else:
                 key_groups = ops.slice_update(cache[3], (0, position), groups)
             allowed, query_pos, key_pos, lengths, key_groups = (
-                self._packed_cached_keys(
-                    groups, key_groups, position, block, window
+                packed_cached_keys(
+                    groups, key_groups, position, block, window, self.chunk_size
                 )
             )
         else:
-            allowed, query_pos, key_pos, lengths = self._cached_keys(
-                position, block, window
+            allowed, query_pos, key_pos, lengths = cached_keys(
+                position, block, window, self.chunk_size
             )
         attended, _ = self.attend(
             query[:, None],
@@ -295,10 +298,10 @@ class MegaAttentionCache:
         if key_groups is not None:
             index = block + ops.arange(window)
         else:
-            start = self._window_start(position)
-            slot_pos = self._window_start(position + block - 1) + ops.arange(
-                window
-            )
+            start = window_start(position, self.chunk_size)
+            slot_pos = window_start(
+                position + block - 1, self.chunk_size
+            ) + ops.arange(window)
             index = ops.where(
                 slot_pos < position,
                 slot_pos - start,
@@ -312,57 +315,3 @@ class MegaAttentionCache:
             ops.take(values, index, axis=1),
             key_groups,
         )
-
-    def _window_start(self, position):
-        """Position of the first slot of an unpacked chunked cache: the
-        start of the chunk of `position`."""
-        return position - position % self.chunk_size
-
-    def _cached_keys(self, position, block, window):
-        """Mask, positions and divisors of `block` new queries against
-        the cached window followed by themselves (chunked), or against the
-        window they were written into (unchunked: slot = position)."""
-        query_pos = position + ops.arange(block, dtype="int32")
-        if not self.chunk_size:
-            key_pos = ops.arange(window, dtype="int32")
-            # Causality also masks the slots not fed yet.
-            allowed = key_pos[None, :] <= query_pos[:, None]
-            lengths = ops.cast(query_pos + 1, "float32")[:, None]
-            return allowed[None, None], query_pos, key_pos, lengths
-        window_pos = self._window_start(position) + ops.arange(
-            window, dtype="int32"
-        )
-        key_pos = ops.concatenate([window_pos, query_pos])
-        valid = ops.concatenate(
-            [window_pos < position, ops.ones((block,), "bool")]
-        )
-        allowed = ops.logical_and(
-            valid[None, :], key_pos[None, :] <= query_pos[:, None]
-        )
-        chunk = self.chunk_size
-        same_chunk = key_pos[None, :] // chunk == query_pos[:, None] // chunk
-        allowed = ops.logical_and(allowed, same_chunk)
-        query_pos, key_pos = query_pos % chunk, key_pos % chunk
-        lengths = ops.cast(query_pos + 1, "float32")[:, None]
-        return allowed[None, None], query_pos, key_pos, lengths
-
-    def _packed_cached_keys(self, groups, key_groups, position, block, window):
-        """`_cached_keys` for a packed cache; also the key groups."""
-        if self.chunk_size:
-            # Slots hold the last `window` tokens: positions relative to
-            # the first slot.
-            query_pos = window + ops.arange(block, dtype="int32")
-            key_pos = ops.arange(window + block, dtype="int32")
-        else:
-            # The window holds the block at its positions (slot = position).
-            query_pos = position + ops.arange(block, dtype="int32")
-            key_pos = ops.arange(window, dtype="int32")
-            valid = key_pos < position + block
-            key_groups = ops.where(valid[None], key_groups, -1)
-        allowed = ops.logical_and(
-            key_groups[:, None, :] == groups[:, :, None],
-            (key_pos[None, :] <= query_pos[:, None])[None],
-        )
-        lengths = ops.sum(ops.cast(allowed, "float32"), -1, keepdims=True)
-        lengths = ops.maximum(lengths, 1.0)[:, None]
-        return allowed[:, None], query_pos, key_pos, lengths, key_groups

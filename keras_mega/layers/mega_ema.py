@@ -293,8 +293,22 @@ class MegaEMA(StaticRemat, LayerOptions, keras.layers.Layer):
                 f"A truncated EMA kernel (truncation={self.truncation}) is not "
                 "a recurrence; step() needs truncation=None."
             )
-        u = self._masked_channels_first(x, padding_mask)  # [D, B, T]
         length = ops.shape(x)[1]
+        carried = None  # [B, T]: 1 before the block's first boundary.
+        if state is not None and document_ids is not None:
+            if previous_document_ids is None:
+                raise ValueError(
+                    "MegaEMA.step with `document_ids` and a `state` needs "
+                    "`previous_document_ids`, the document of the token "
+                    "before the block."
+                )
+            new = document_boundaries(document_ids, previous_document_ids)
+            carried = ops.cast(
+                ops.cumsum(ops.cast(new, "int32"), axis=1) == 0, "float32"
+            )
+        if _static_int(length) == 1:  # One token (decoding): the recurrence.
+            return self._one_step(x, state, padding_mask, carried)
+        u = self._masked_channels_first(x, padding_mask)  # [D, B, T]
         ema, new_state = self._ema(u, document_ids)
         if new_state is None:
             new_state = self._state_at(u, length)
@@ -307,23 +321,30 @@ class MegaEMA(StaticRemat, LayerOptions, keras.layers.Layer):
                 "bdn,dnl->dbl", state, gamma[:, :, None] * powers
             )
             kept = powers[..., -1][None]
-            if document_ids is not None:
-                if previous_document_ids is None:
-                    raise ValueError(
-                        "MegaEMA.step with `document_ids` and a `state` needs "
-                        "`previous_document_ids`, the document of the token "
-                        "before the block."
-                    )
+            if carried is not None:
                 # Positions before the first boundary continue the state.
-                new = document_boundaries(document_ids, previous_document_ids)
-                carried = ops.cast(
-                    ops.cumsum(ops.cast(new, "int32"), axis=1) == 0, "float32"
-                )
                 incoming = incoming * carried[None]
                 kept = kept * carried[:, -1:, None]
             ema = ema + incoming
             new_state = new_state + state * kept
         return self._output(x, ops.transpose(ema, (1, 2, 0))), new_state
+
+    def _one_step(self, x, state, padding_mask, carried):
+        """`step` for one token `[B, 1, hidden_dim]`: `h = q * h_prev + p *
+        beta * x` (`h_prev` where `carried`), `y = sum_n gamma * h`; a few
+        ops, not the block algorithm's dozens (eager torch pays per op)."""
+        p_beta, q, gamma = self.coefficients()  # [D, N]
+        u = ops.cast(x[:, 0], "float32")  # [B, D]
+        if padding_mask is not None:
+            u = u * ops.cast(padding_mask, "float32")
+        new_state = p_beta[None] * u[:, :, None]  # [B, D, N]
+        if state is not None:
+            state = q[None] * ops.cast(state, "float32")
+            if carried is not None:
+                state = state * carried[:, :, None]
+            new_state = new_state + state
+        ema = ops.sum(gamma[None] * new_state, axis=-1)[:, None]  # [B, 1, D]
+        return self._output(x, ema), new_state
 
     def compute_output_shape(self, input_shape):
         return input_shape

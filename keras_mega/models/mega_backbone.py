@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras_hub.models import Backbone
 
+from keras_mega.backend import nested_remat_saves_memory
 from keras_mega.backend import remat_problem
 from keras_mega.layers.functional import check_choice
 from keras_mega.layers.functional import check_kwargs
@@ -142,11 +143,14 @@ class MegaBackbone(
             The sequence length must be static. Not with cross attention.
         remat: bool. Rematerialize each block in training: its activations
             are recomputed in the backward pass instead of kept (Keras'
-            `RematScope("list_of_layers")` over the blocks and, nested
-            inside each, over its gated attention, EMA, attention, cross
-            attention and FFN: `REMAT_LAYERS`; the same as building the
-            backbone under that scope yourself). Memory for compute; the
-            outputs and gradients are the same.
+            `RematScope("list_of_layers")` over the blocks; the same as
+            building the backbone under that scope yourself). On JAX also
+            nested inside each block, over its gated attention, EMA,
+            attention, cross attention and FFN (`REMAT_LAYERS`); on
+            TensorFlow and torch that saved 2% more and took 1.2-1.5x the
+            time (`backend.nested_remat_saves_memory`): add `REMAT_LAYERS`
+            to your own scope's names for it there. Memory for compute;
+            the outputs and gradients are the same.
         pad_token_id, bos_token_id, eos_token_id: int. Special ids; the
             padding row of the embedding starts at zero.
         dtype: The dtype policy of the layers.
@@ -243,8 +247,9 @@ class MegaBackbone(
         # Keras decides remat when a layer is created, not when it is called.
         remat_scope = contextlib.nullcontext()
         if self.remat:
+            nested = list(REMAT_LAYERS) if nested_remat_saves_memory() else []
             remat_scope = keras.RematScope(
-                "list_of_layers", layer_names=names + list(REMAT_LAYERS)
+                "list_of_layers", layer_names=names + nested
             )
             problem = remat_problem()
             if problem:
