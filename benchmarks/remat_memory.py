@@ -3,15 +3,16 @@
     KERAS_BACKEND=jax python benchmarks/remat_memory.py
         [--lengths 16384,65536,262144] [--cap-gib 8] [--search]
         [--out benchmarks/remat_memory.jsonl] [--quick]
-        [--modes plain,remat,blocks]
+        [--modes plain,remat,blocks,nested]
 
 The LRA-Text-sized encoder of `compare_hf.py` (4 layers, hidden 128,
 intermediate 256, shared 64, EMA 16, ScaleNorm post-norm, softmax,
 bidirectional, rotary) with chunk 128, batch 1, one `train_on_batch` step
 (forward, backward, AdamW; compiled) at each length, with and without
 `MegaBackbone(remat=True)` (`keras.RematScope("list_of_layers")` over the
-blocks and the units nested in them; `--modes` picks among plain, remat
-and blocks, a `RematScope` over the blocks alone). Every run is
+blocks, and on JAX over the units nested in them). `--modes` picks among
+plain, remat, blocks (a `RematScope` over the blocks alone) and nested
+(one over the blocks and `REMAT_LAYERS`, on every backend). Every run is
 its own subprocess (glibc's mmap threshold fixed, see `run`); its peak
 RSS comes from `resource.getrusage` (the baseline before the step is
 reported too). A watchdog stops a run whose RSS
@@ -50,19 +51,18 @@ def child(length, mode):
     import keras
     import numpy as np
 
+    from keras_mega.layers.mega_block import REMAT_LAYERS
     from keras_mega.models import MegaBackbone
 
     keras.utils.set_random_seed(0)
-    # "remat": `remat=True`, the blocks and the units nested in them;
-    # "blocks": a `keras.RematScope` over the blocks alone.
+    # "remat": `remat=True` (nested on JAX only); "blocks": a
+    # `keras.RematScope` over the blocks alone; "nested": over the blocks
+    # and the units nested in them, on any backend.
     scope = contextlib.nullcontext()
-    if mode == "blocks":
-        scope = keras.RematScope(
-            "list_of_layers",
-            layer_names=[
-                f"mega_layer_{i}" for i in range(CONFIG["num_layers"])
-            ],
-        )
+    if mode in ("blocks", "nested"):
+        blocks = [f"mega_layer_{i}" for i in range(CONFIG["num_layers"])]
+        nested = list(REMAT_LAYERS) if mode == "nested" else []
+        scope = keras.RematScope("list_of_layers", layer_names=blocks + nested)
     with scope:
         backbone = MegaBackbone(**CONFIG, remat=mode == "remat")
     ids = np.random.default_rng(0).integers(3, 1000, (1, length))
@@ -156,8 +156,9 @@ def main():
         "--modes",
         default="plain,remat",
         help="which to run, comma-separated: plain (no remat), remat "
-        "(remat=True: the blocks and the units nested in them), blocks (a "
-        "RematScope over the blocks alone)",
+        "(remat=True: nested on JAX, the blocks alone elsewhere), blocks (a "
+        "RematScope over the blocks alone), nested (one over the blocks and "
+        "REMAT_LAYERS)",
     )
     parser.add_argument("--out", default="benchmarks/remat_memory.jsonl")
     args = parser.parse_args()
@@ -171,6 +172,12 @@ def main():
 
     backend = keras.config.backend()
     chosen = args.modes.split(",")
+    unknown = set(chosen) - {"plain", "remat", "blocks", "nested"}
+    if unknown:
+        parser.error(
+            f"unknown --modes {sorted(unknown)}: "
+            "choose from plain, remat, blocks, nested"
+        )
     rows = {mode: [] for mode in chosen}
     for mode in chosen:
         todo = list(lengths)

@@ -107,6 +107,19 @@ def test_ema_recurrence_equals_fft(blocks):
     assert_close(np.concatenate(outputs, axis=1), expected)
 
 
+def test_ema_token_steps_with_padding_equal_the_masked_call():
+    """One token at a time (the single-token recurrence) with a padding
+    mask: padded tokens count as zero, as in `call()`."""
+    ema = layers.MegaEMA(D, ema_dim=4)
+    x, mask = _x(4), _mask()
+    expected = keras.ops.convert_to_numpy(ema(x, padding_mask=mask))
+    state, outputs = None, []
+    for t in range(L):
+        y, state = ema.step(x[:, t : t + 1], state, mask[:, t : t + 1])
+        outputs.append(keras.ops.convert_to_numpy(y))
+    assert_close(np.concatenate(outputs, axis=1), expected)
+
+
 def test_ema_step_matches_hf_incremental_state():
     hf = make_hf_model(bidirectional=False, is_decoder=True)
     module = hf.layers[0].mega_layer.ema_gate
